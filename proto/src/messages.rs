@@ -1,0 +1,306 @@
+//! The messages agents and the controller exchange over MQTT.
+//!
+//! Every message is a signed envelope. Commands are signed by the trust root's `controller`
+//! role; everything a device sends is signed by the device's own Ed25519 key, registered at
+//! enrollment. In both, the header's `version` is the message's **sequence number**: strictly
+//! increasing per sender and topic, so the receiver drops anything at or below the last one it
+//! accepted (a replay), and `expires` bounds how long a queued message stays acceptable.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::{self, Document, Header, Opened};
+use crate::error::Error;
+use crate::ids::{DeviceId, ReleaseName, SemVer};
+use crate::keys::PublicKey;
+use crate::limits::{MAX_MESSAGE_BYTES, MAX_REASON_LEN};
+use crate::root::{Role, TrustRoot};
+use crate::time::Timestamp;
+
+/// How long a device message stays acceptable after it was issued: reports queued on a device
+/// that was offline for up to this long are still delivered and believed.
+pub const DEVICE_MESSAGE_VALIDITY_SECS: i64 = 30 * 24 * 3600;
+
+macro_rules! message {
+    ($ty:ident, $tag:literal) => {
+        impl Document for $ty {
+            const TYPE: &'static str = $tag;
+        }
+    };
+}
+
+/// The A/B slot an image runs from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Slot {
+    /// Slot A.
+    A,
+    /// Slot B.
+    B,
+}
+
+impl Slot {
+    /// The other slot.
+    pub const fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+}
+
+/// What a device runs now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Running {
+    /// The release name, if the image came from a Swell release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseName>,
+    /// The release version, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<SemVer>,
+    /// The slot it booted from.
+    pub slot: Slot,
+    /// The committed anti-rollback counter.
+    pub security_version: u64,
+}
+
+/// The agent's update state, as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateState {
+    /// No update in progress.
+    Idle,
+    /// Streaming the image into the inactive slot.
+    Downloading,
+    /// Re-reading the written slot to check its digest.
+    Verifying,
+    /// Written and verified; trial boot armed, reboot pending.
+    Installed,
+    /// Booted the new image on trial; health checks running.
+    Trial,
+    /// The new image passed health checks and is committed.
+    Committed,
+    /// The device went back to its previous image (`reason` says why).
+    RolledBack,
+    /// The update failed before the device switched images (`reason` says why).
+    Failed,
+}
+
+/// A release by name and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRef {
+    /// The release name.
+    pub name: ReleaseName,
+    /// The release version.
+    pub version: SemVer,
+}
+
+/// Bytes done of bytes total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Progress {
+    /// Bytes written so far.
+    pub done: u64,
+    /// Bytes in all.
+    pub total: u64,
+}
+
+/// Topic `report`: a state transition of the device's update, signed by the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// The sender.
+    pub device: DeviceId,
+    /// When the device made the report.
+    pub issued: Timestamp,
+    /// The state entered.
+    pub state: UpdateState,
+    /// The command this report answers, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The release being installed (or just rolled back from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<ReleaseRef>,
+    /// What the device runs now.
+    pub running: Running,
+    /// Download or verification progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// Why the device failed or rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+message!(Report, "report");
+
+/// Topic `health`: a periodic heartbeat, signed by the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    /// The sender.
+    pub device: DeviceId,
+    /// When the device sent it.
+    pub issued: Timestamp,
+    /// Seconds since the device booted.
+    pub uptime_s: u64,
+    /// The update state.
+    pub state: UpdateState,
+    /// What the device runs now.
+    pub running: Running,
+    /// Named integer metrics (memory in KiB, restarts, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, i64>,
+}
+message!(Heartbeat, "heartbeat");
+
+/// Topic `presence` (retained): the device came online, or (as its last will) went offline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Presence {
+    /// The sender.
+    pub device: DeviceId,
+    /// When the device made it (for a last will: when it connected).
+    pub issued: Timestamp,
+    /// Online or offline.
+    pub online: bool,
+    /// The agent's own version.
+    pub agent_version: String,
+}
+message!(Presence, "presence");
+
+/// What a command asks a device to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Install the release: verify `manifest` (a signed release envelope), then fetch the
+    /// device's artifact from `url`.
+    Install {
+        /// The signed release manifest envelope, verified by the device against its root.
+        manifest: serde_json::Value,
+        /// Where to download the artifact (HTTP or HTTPS, with Range support).
+        url: String,
+    },
+    /// Go back to the image in the other slot, if it is the committed previous image.
+    Revert,
+    /// Stop an update in progress where that is safe (before the trial boot is armed).
+    Cancel,
+}
+
+/// Topic `cmd`: an instruction to one device, signed by the controller role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Command {
+    /// The device addressed; a command for another device is refused.
+    pub device: DeviceId,
+    /// The command's id, echoed in the reports that answer it.
+    pub id: String,
+    /// What to do.
+    pub action: Action,
+}
+message!(Command, "command");
+
+/// A message a device signs.
+pub trait DeviceMessage: Document {
+    /// The device that sent it.
+    fn device(&self) -> &DeviceId;
+
+    /// Checks bounds on free-text fields.
+    fn check_limits(&self) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+impl DeviceMessage for Report {
+    fn device(&self) -> &DeviceId {
+        &self.device
+    }
+
+    fn check_limits(&self) -> Result<(), Error> {
+        match &self.reason {
+            Some(reason) if reason.len() > MAX_REASON_LEN => Err(Error::Invalid {
+                what: "report",
+                detail: format!("reason is {} bytes, over {MAX_REASON_LEN}", reason.len()),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl DeviceMessage for Heartbeat {
+    fn device(&self) -> &DeviceId {
+        &self.device
+    }
+}
+
+impl DeviceMessage for Presence {
+    fn device(&self) -> &DeviceId {
+        &self.device
+    }
+}
+
+fn check_device(found: &DeviceId, expected: &DeviceId) -> Result<(), Error> {
+    if found != expected {
+        return Err(Error::Invalid {
+            what: "message",
+            detail: format!("it names device {found} but came for device {expected}"),
+        });
+    }
+    Ok(())
+}
+
+/// A verified message with its sequence number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sequenced<T> {
+    /// The sequence number (the header's `version`).
+    pub seq: u64,
+    /// The message.
+    pub message: T,
+}
+
+/// Verifies a message from `device`, whose enrolled key is `key`: signed by that key, naming
+/// that device, not expired at `now`. The caller still checks the sequence number.
+pub fn open_device_message<T: DeviceMessage>(
+    bytes: &[u8],
+    device: &DeviceId,
+    key: &PublicKey,
+    now: Timestamp,
+) -> Result<Sequenced<T>, Error> {
+    let opened: Opened<T> = envelope::open(bytes, MAX_MESSAGE_BYTES)?;
+    opened.check_single_key(key, "device")?;
+    opened.check_expiry(now)?;
+    check_device(opened.body.device(), device)?;
+    opened.body.check_limits()?;
+    Ok(Sequenced { seq: opened.header.version, message: opened.body })
+}
+
+/// Builds a device message envelope with sequence number `seq`, valid for
+/// [`DEVICE_MESSAGE_VALIDITY_SECS`] from `issued`, signed by the device's key.
+pub fn sign_device_message<T: DeviceMessage>(
+    message: &T,
+    seq: u64,
+    issued: Timestamp,
+    key: &ed25519_dalek::SigningKey,
+) -> Result<alloc::vec::Vec<u8>, Error> {
+    let header = Header { version: seq, expires: issued.plus_secs(DEVICE_MESSAGE_VALIDITY_SECS) };
+    envelope::sign_document(header, message, &[key])
+}
+
+impl TrustRoot {
+    /// Verifies a command addressed to `device`: signed by the controller role, naming this
+    /// device, neither it nor the root expired. The caller still checks the sequence number.
+    pub fn verify_command(
+        &self,
+        bytes: &[u8],
+        device: &DeviceId,
+        now: Timestamp,
+    ) -> Result<Sequenced<Command>, Error> {
+        let opened: Opened<Command> = envelope::open(bytes, MAX_MESSAGE_BYTES)?;
+        self.check(&opened, Role::Controller, now)?;
+        check_device(&opened.body.device, device)?;
+        Ok(Sequenced { seq: opened.header.version, message: opened.body })
+    }
+}
