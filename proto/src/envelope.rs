@@ -14,13 +14,13 @@ use ed25519_dalek::SigningKey;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::SPEC_VERSION;
 use crate::error::Error;
 use crate::ids::KeyId;
 use crate::json::{self, Value};
 use crate::keys::{PublicKey, Signature, sign};
 use crate::limits::MAX_SIGNATURES;
 use crate::time::Timestamp;
-use crate::SPEC_VERSION;
 
 /// One signature in an envelope.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,19 +76,27 @@ pub struct Opened<T> {
 }
 
 fn malformed(what: &'static str, detail: impl ToString) -> Error {
-    Error::Malformed { what, detail: detail.to_string() }
+    Error::Malformed {
+        what,
+        detail: detail.to_string(),
+    }
 }
 
 impl RawEnvelope {
     /// Parses an envelope of at most `limit` bytes.
     pub fn parse(bytes: &[u8], limit: usize) -> Result<Self, Error> {
         if bytes.len() > limit {
-            return Err(Error::TooLarge { size: bytes.len(), limit });
+            return Err(Error::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
         }
         let Value::Object(mut top) = json::parse(bytes)? else {
             return Err(malformed("envelope", "expected a JSON object"));
         };
-        let signed = top.remove("signed").ok_or_else(|| malformed("envelope", "no \"signed\""))?;
+        let signed = top
+            .remove("signed")
+            .ok_or_else(|| malformed("envelope", "no \"signed\""))?;
         let sigs = top
             .remove("signatures")
             .ok_or_else(|| malformed("envelope", "no \"signatures\""))?;
@@ -102,11 +110,16 @@ impl RawEnvelope {
             return Err(malformed("envelope", "\"signatures\" is not an array"));
         };
         if sigs.len() > MAX_SIGNATURES {
-            return Err(Error::TooManySignatures { count: sigs.len(), limit: MAX_SIGNATURES });
+            return Err(Error::TooManySignatures {
+                count: sigs.len(),
+                limit: MAX_SIGNATURES,
+            });
         }
         let signatures = sigs
             .iter()
-            .map(|s| serde_json::from_slice(&s.to_canonical()).map_err(|e| malformed("signature", e)))
+            .map(|s| {
+                serde_json::from_slice(&s.to_canonical()).map_err(|e| malformed("signature", e))
+            })
             .collect::<Result<Vec<SignatureEntry>, Error>>()?;
         Ok(Self { signed, signatures })
     }
@@ -121,15 +134,21 @@ impl RawEnvelope {
 
     /// Checks the `_type` and `spec_version` header fields.
     pub fn check_header(&self, expected: &'static str) -> Result<(), Error> {
-        let found = self.doc_type().ok_or_else(|| malformed("document", "no string \"_type\""))?;
+        let found = self
+            .doc_type()
+            .ok_or_else(|| malformed("document", "no string \"_type\""))?;
         if found != expected {
-            return Err(Error::WrongType { expected, found: found.to_string() });
+            return Err(Error::WrongType {
+                expected,
+                found: found.to_string(),
+            });
         }
         match self.signed.get("spec_version") {
             Some(Value::Int(v)) if *v == i64::from(SPEC_VERSION) => Ok(()),
-            Some(Value::Int(v)) => {
-                Err(Error::UnsupportedSpec { found: *v, supported: SPEC_VERSION })
-            }
+            Some(Value::Int(v)) => Err(Error::UnsupportedSpec {
+                found: *v,
+                supported: SPEC_VERSION,
+            }),
             _ => Err(malformed("document", "no integer \"spec_version\"")),
         }
     }
@@ -163,7 +182,12 @@ impl RawEnvelope {
         }
         let body = serde_json::from_slice(&Value::Object(fields).to_canonical())
             .map_err(|e| malformed(T::TYPE, e))?;
-        Ok(Opened { header: Header { version, expires }, body, canonical, signatures: self.signatures })
+        Ok(Opened {
+            header: Header { version, expires },
+            body,
+            canonical,
+            signatures: self.signatures,
+        })
     }
 
     /// The envelope as canonical JSON bytes.
@@ -202,15 +226,27 @@ pub fn envelope<T: Document>(header: Header, body: &T) -> Result<RawEnvelope, Er
         return Err(malformed(T::TYPE, "the body is not a JSON object"));
     };
     if let Some(clash) = HEADER_FIELDS.iter().find(|f| fields.contains_key(**f)) {
-        return Err(malformed(T::TYPE, format!("the body uses the header field {clash}")));
+        return Err(malformed(
+            T::TYPE,
+            format!("the body uses the header field {clash}"),
+        ));
     }
     let version = i64::try_from(header.version)
         .map_err(|_| malformed(T::TYPE, "version does not fit in JSON"))?;
     fields.insert("_type".to_string(), Value::String(T::TYPE.to_string()));
-    fields.insert("spec_version".to_string(), Value::Int(i64::from(SPEC_VERSION)));
+    fields.insert(
+        "spec_version".to_string(),
+        Value::Int(i64::from(SPEC_VERSION)),
+    );
     fields.insert("version".to_string(), Value::Int(version));
-    fields.insert("expires".to_string(), Value::String(header.expires.to_string()));
-    Ok(RawEnvelope { signed: Value::Object(fields), signatures: Vec::new() })
+    fields.insert(
+        "expires".to_string(),
+        Value::String(header.expires.to_string()),
+    );
+    Ok(RawEnvelope {
+        signed: Value::Object(fields),
+        signatures: Vec::new(),
+    })
 }
 
 /// Builds the envelope of `body` signed by each of `keys`, as canonical JSON bytes.
@@ -257,7 +293,11 @@ impl<T> Opened<T> {
         let mut valid = BTreeSet::new();
         let mut unknown = None;
         for entry in &self.signatures {
-            let key = if role.keyids.contains(&entry.keyid) { keys.get(&entry.keyid) } else { None };
+            let key = if role.keyids.contains(&entry.keyid) {
+                keys.get(&entry.keyid)
+            } else {
+                None
+            };
             match key {
                 Some(key) if key.verify(&self.canonical, &entry.sig) => {
                     valid.insert(entry.keyid);
@@ -298,7 +338,14 @@ impl<T> Opened<T> {
         let keyid = key.key_id();
         let mut keys = BTreeMap::new();
         keys.insert(keyid, *key);
-        self.check_role(&keys, &RoleKeys { keyids: alloc::vec![keyid], threshold: 1 }, role_name)
+        self.check_role(
+            &keys,
+            &RoleKeys {
+                keyids: alloc::vec![keyid],
+                threshold: 1,
+            },
+            role_name,
+        )
     }
 }
 
@@ -307,7 +354,11 @@ impl<T: Document> Opened<T> {
     pub fn check_expiry(&self, now: Timestamp) -> Result<(), Error> {
         let expires = self.header.expires;
         if expires <= now {
-            return Err(Error::Expired { what: T::TYPE, expires, now });
+            return Err(Error::Expired {
+                what: T::TYPE,
+                expires,
+                now,
+            });
         }
         Ok(())
     }

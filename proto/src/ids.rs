@@ -30,7 +30,11 @@ fn invalid(what: &'static str, value: &str, why: &'static str) -> InvalidId {
         }
         cut.truncate(end);
     }
-    InvalidId { what, value: cut, why }
+    InvalidId {
+        what,
+        value: cut,
+        why,
+    }
 }
 
 /// Checks the name rule shared by device ids, hardware ids, release names and artifact
@@ -44,8 +48,15 @@ fn check_name(what: &'static str, s: &str) -> Result<(), InvalidId> {
     if s.len() > MAX_NAME_LEN {
         return Err(invalid(what, s, "it is longer than 64 characters"));
     }
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
-        return Err(invalid(what, s, "only letters, digits, '.', '_' and '-' are allowed"));
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err(invalid(
+            what,
+            s,
+            "only letters, digits, '.', '_' and '-' are allowed",
+        ));
     }
     if !s.as_bytes()[0].is_ascii_alphanumeric() {
         return Err(invalid(what, s, "it must start with a letter or digit"));
@@ -258,7 +269,17 @@ mod tests {
     #[test]
     fn names_accept_the_safe_alphabet_only() {
         assert!(DeviceId::new("gw-0042.site_a").is_ok());
-        for bad in ["", ".hidden", "-x", "a/b", "a+b", "a#", "a b", "é", &"x".repeat(65)] {
+        for bad in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "a+b",
+            "a#",
+            "a b",
+            "é",
+            &"x".repeat(65),
+        ] {
             assert!(DeviceId::new(bad).is_err(), "{bad:?} was accepted");
         }
     }
@@ -266,7 +287,10 @@ mod tests {
     #[test]
     fn digests_are_lowercase_hex() {
         let d = Sha256Digest::of(b"abc");
-        assert_eq!(d.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            d.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(Sha256Digest::from_hex(&d.to_hex()), Ok(d));
         assert!(Sha256Digest::from_hex(&d.to_hex().to_uppercase()).is_err());
         assert!(Sha256Digest::from_hex("ab").is_err());

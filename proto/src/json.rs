@@ -115,7 +115,10 @@ struct Parser<'a> {
 
 impl Parser<'_> {
     fn err(&self, kind: JsonErrorKind) -> JsonError {
-        JsonError { kind, offset: self.pos }
+        JsonError {
+            kind,
+            offset: self.pos,
+        }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -123,7 +126,9 @@ impl Parser<'_> {
     }
 
     fn next(&mut self) -> Result<u8, JsonError> {
-        let b = self.peek().ok_or_else(|| self.err(JsonErrorKind::UnexpectedEnd))?;
+        let b = self
+            .peek()
+            .ok_or_else(|| self.err(JsonErrorKind::UnexpectedEnd))?;
         self.pos += 1;
         Ok(b)
     }
@@ -218,7 +223,10 @@ impl Parser<'_> {
             self.skip_ws();
             let value = self.value(depth)?;
             if map.contains_key(&key) {
-                return Err(JsonError { kind: JsonErrorKind::DuplicateKey(key), offset: key_at });
+                return Err(JsonError {
+                    kind: JsonErrorKind::DuplicateKey(key),
+                    offset: key_at,
+                });
             }
             map.insert(key, value);
             self.skip_ws();
@@ -251,9 +259,15 @@ impl Parser<'_> {
             });
         }
         if let Some(b'.' | b'e' | b'E') = self.peek() {
-            return Err(JsonError { kind: JsonErrorKind::NonInteger, offset: start });
+            return Err(JsonError {
+                kind: JsonErrorKind::NonInteger,
+                offset: start,
+            });
         }
-        let bad = JsonError { kind: JsonErrorKind::BadInteger, offset: start };
+        let bad = JsonError {
+            kind: JsonErrorKind::BadInteger,
+            offset: start,
+        };
         if (digits.len() > 1 && digits[0] == b'0') || (negative && digits == b"0") {
             return Err(bad);
         }
@@ -261,7 +275,9 @@ impl Parser<'_> {
         if digits.len() > 16 {
             return Err(bad);
         }
-        let magnitude = digits.iter().fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
+        let magnitude = digits
+            .iter()
+            .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'));
         if magnitude > MAX_SAFE_INTEGER {
             return Err(bad);
         }
@@ -326,14 +342,22 @@ impl Parser<'_> {
                 b'r' => '\r',
                 b't' => '\t',
                 b'u' => self.unicode_escape(escape_at)?,
-                _ => return Err(JsonError { kind: JsonErrorKind::BadEscape, offset: escape_at }),
+                _ => {
+                    return Err(JsonError {
+                        kind: JsonErrorKind::BadEscape,
+                        offset: escape_at,
+                    });
+                }
             };
             out.push(c);
         }
     }
 
     fn unicode_escape(&mut self, escape_at: usize) -> Result<char, JsonError> {
-        let bad = JsonError { kind: JsonErrorKind::BadEscape, offset: escape_at };
+        let bad = JsonError {
+            kind: JsonErrorKind::BadEscape,
+            offset: escape_at,
+        };
         let high = self.hex4()?;
         let code = match high {
             0xD800..=0xDBFF => {
@@ -471,31 +495,49 @@ mod tests {
 
     #[test]
     fn sorts_keys_and_drops_white_space() {
-        assert_eq!(canon(" { \"b\" : [ 1 , 2 ] ,\n\"a\":null }"), r#"{"a":null,"b":[1,2]}"#);
+        assert_eq!(
+            canon(" { \"b\" : [ 1 , 2 ] ,\n\"a\":null }"),
+            r#"{"a":null,"b":[1,2]}"#
+        );
     }
 
     /// RFC 8785 §3.2.3: keys sort by UTF-16 code units, so U+1F600 (a surrogate pair
     /// starting 0xD83D) sorts before U+FB33 although its UTF-8 form sorts after.
     #[test]
     fn sorts_keys_by_utf16_code_units() {
-        assert_eq!(canon("{\"\u{fb33}\":1,\"\u{1f600}\":2}"), "{\"\u{1f600}\":2,\"\u{fb33}\":1}");
-        assert_eq!(canon(r#"{"\u20ac":1,"\r":2,"1":3,"\u00f6":4}"#), "{\"\\r\":2,\"1\":3,\"\u{f6}\":4,\"\u{20ac}\":1}");
+        assert_eq!(
+            canon("{\"\u{fb33}\":1,\"\u{1f600}\":2}"),
+            "{\"\u{1f600}\":2,\"\u{fb33}\":1}"
+        );
+        assert_eq!(
+            canon(r#"{"\u20ac":1,"\r":2,"1":3,"\u00f6":4}"#),
+            "{\"\\r\":2,\"1\":3,\"\u{f6}\":4,\"\u{20ac}\":1}"
+        );
     }
 
     #[test]
     fn escapes_minimally() {
-        assert_eq!(canon(r#""\u0041\/\u001f\u007f\u2028\t""#), "\"A/\\u001f\u{7f}\u{2028}\\t\"");
+        assert_eq!(
+            canon(r#""\u0041\/\u001f\u007f\u2028\t""#),
+            "\"A/\\u001f\u{7f}\u{2028}\\t\""
+        );
         assert_eq!(canon(r#""\ud83d\ude00""#), "\"\u{1f600}\"");
     }
 
     #[test]
     fn integers_are_plain_decimal() {
-        assert_eq!(canon("[0,-1,9007199254740991,-9007199254740991]"), "[0,-1,9007199254740991,-9007199254740991]");
+        assert_eq!(
+            canon("[0,-1,9007199254740991,-9007199254740991]"),
+            "[0,-1,9007199254740991,-9007199254740991]"
+        );
     }
 
     #[test]
     fn refuses_what_is_ambiguous() {
-        assert_eq!(kind(r#"{"a":1,"a":1}"#), JsonErrorKind::DuplicateKey("a".to_string()));
+        assert_eq!(
+            kind(r#"{"a":1,"a":1}"#),
+            JsonErrorKind::DuplicateKey("a".to_string())
+        );
         assert_eq!(kind(r#"{"a":1.0}"#), JsonErrorKind::NonInteger);
         assert_eq!(kind("1e3"), JsonErrorKind::NonInteger);
         assert_eq!(kind("9007199254740992"), JsonErrorKind::BadInteger);
@@ -510,7 +552,13 @@ mod tests {
         assert_eq!(kind("{\"a\" 1}"), JsonErrorKind::UnexpectedByte(b'1'));
         assert_eq!(kind("[1"), JsonErrorKind::UnexpectedEnd);
         assert_eq!(kind("\u{feff}{}"), JsonErrorKind::UnexpectedByte(0xef));
-        assert_eq!(parse(b"\"\xff\"").unwrap_err(), JsonError { kind: JsonErrorKind::InvalidUtf8, offset: 1 });
+        assert_eq!(
+            parse(b"\"\xff\"").unwrap_err(),
+            JsonError {
+                kind: JsonErrorKind::InvalidUtf8,
+                offset: 1
+            }
+        );
     }
 
     #[test]

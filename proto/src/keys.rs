@@ -21,7 +21,11 @@ impl PublicKey {
     /// Parses the 32-byte raw form, refusing points that are not on the curve and keys of
     /// small order (which would let one signature verify for many messages).
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, InvalidId> {
-        let bad = |why| InvalidId { what: "public key", value: crate::hex::encode(bytes), why };
+        let bad = |why| InvalidId {
+            what: "public key",
+            value: crate::hex::encode(bytes),
+            why,
+        };
         let key = VerifyingKey::from_bytes(bytes).map_err(|_| bad("not a valid Ed25519 point"))?;
         if key.is_weak() {
             return Err(bad("a small-order Ed25519 key"));
@@ -41,7 +45,9 @@ impl PublicKey {
 
     /// Whether `sig` is this key's strict Ed25519 signature over `message`.
     pub fn verify(&self, message: &[u8], sig: &Signature) -> bool {
-        self.0.verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig.0)).is_ok()
+        self.0
+            .verify_strict(message, &ed25519_dalek::Signature::from_bytes(&sig.0))
+            .is_ok()
     }
 
     /// The underlying dalek key.
@@ -109,7 +115,11 @@ pub mod pem {
     use crate::ids::InvalidId;
 
     fn bad(what: &'static str, why: &'static str) -> InvalidId {
-        InvalidId { what, value: String::new(), why }
+        InvalidId {
+            what,
+            value: String::new(),
+            why,
+        }
     }
 
     /// Reads a PKCS#8 PEM Ed25519 private key (v1 as OpenSSL writes it, or v2).
@@ -120,7 +130,10 @@ pub mod pem {
 
     /// Writes `key` as PKCS#8 v1 PEM, the form `openssl genpkey -algorithm ed25519` writes.
     pub fn private_key_to_pem(key: &SigningKey) -> Result<String, InvalidId> {
-        let pair = KeypairBytes { secret_key: key.to_bytes(), public_key: None };
+        let pair = KeypairBytes {
+            secret_key: key.to_bytes(),
+            public_key: None,
+        };
         ed25519_dalek::pkcs8::EncodePrivateKey::to_pkcs8_pem(&pair, LineEnding::LF)
             .map(|pem| String::from(pem.as_str()))
             .map_err(|_| bad("private key", "could not be encoded"))

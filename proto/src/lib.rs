@@ -18,7 +18,9 @@ pub mod topics;
 
 pub use envelope::{Document, Header, Opened, RawEnvelope, RoleKeys, SignatureEntry};
 pub use error::Error;
-pub use ids::{DeviceId, HardwareId, InvalidId, KeyId, ReleaseName, SemVer, Sha256Digest, TargetName};
+pub use ids::{
+    DeviceId, HardwareId, InvalidId, KeyId, ReleaseName, SemVer, Sha256Digest, TargetName,
+};
 pub use keys::{PublicKey, Signature};
 pub use release::{Artifact, DevicePolicy, ReleaseDocument, VerifiedRelease};
 pub use root::{Role, Roles, RootDocument, TrustRoot};

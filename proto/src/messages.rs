@@ -82,6 +82,8 @@ pub enum UpdateState {
     Installed,
     /// Booted the new image on trial; health checks running.
     Trial,
+    /// Going back to the previous image (a failed trial, or a revert command); reboot pending.
+    Reverting,
     /// The new image passed health checks and is committed.
     Committed,
     /// The device went back to its previous image (`reason` says why).
@@ -274,7 +276,10 @@ pub fn open_device_message<T: DeviceMessage>(
     opened.check_expiry(now)?;
     check_device(opened.body.device(), device)?;
     opened.body.check_limits()?;
-    Ok(Sequenced { seq: opened.header.version, message: opened.body })
+    Ok(Sequenced {
+        seq: opened.header.version,
+        message: opened.body,
+    })
 }
 
 /// Builds a device message envelope with sequence number `seq`, valid for
@@ -285,7 +290,10 @@ pub fn sign_device_message<T: DeviceMessage>(
     issued: Timestamp,
     key: &ed25519_dalek::SigningKey,
 ) -> Result<alloc::vec::Vec<u8>, Error> {
-    let header = Header { version: seq, expires: issued.plus_secs(DEVICE_MESSAGE_VALIDITY_SECS) };
+    let header = Header {
+        version: seq,
+        expires: issued.plus_secs(DEVICE_MESSAGE_VALIDITY_SECS),
+    };
     envelope::sign_document(header, message, &[key])
 }
 
@@ -301,6 +309,9 @@ impl TrustRoot {
         let opened: Opened<Command> = envelope::open(bytes, MAX_MESSAGE_BYTES)?;
         self.check(&opened, Role::Controller, now)?;
         check_device(&opened.body.device, device)?;
-        Ok(Sequenced { seq: opened.header.version, message: opened.body })
+        Ok(Sequenced {
+            seq: opened.header.version,
+            message: opened.body,
+        })
     }
 }

@@ -72,7 +72,10 @@ impl Document for ReleaseDocument {
 impl ReleaseDocument {
     /// Checks that the manifest lists hardware, has artifacts, and targets each at most once.
     pub fn validate(&self) -> Result<(), Error> {
-        let invalid = |detail: String| Error::Invalid { what: "release manifest", detail };
+        let invalid = |detail: String| Error::Invalid {
+            what: "release manifest",
+            detail,
+        };
         if self.hardware.is_empty() {
             return Err(invalid(String::from("it lists no hardware")));
         }
@@ -159,6 +162,10 @@ impl TrustRoot {
         self.check(&opened, Role::Release, now)?;
         opened.body.validate()?;
         let digest = Sha256Digest::of(&opened.canonical);
-        Ok(VerifiedRelease { header: opened.header, doc: opened.body, digest })
+        Ok(VerifiedRelease {
+            header: opened.header,
+            doc: opened.body,
+            digest,
+        })
     }
 }

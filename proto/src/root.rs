@@ -33,13 +33,22 @@ pub struct KeyEntry {
 impl KeyEntry {
     /// The entry for `key`.
     pub fn ed25519(key: &PublicKey) -> Self {
-        Self { keytype: String::from("ed25519"), public: crate::hex::encode(&key.to_bytes()) }
+        Self {
+            keytype: String::from("ed25519"),
+            public: crate::hex::encode(&key.to_bytes()),
+        }
     }
 
     fn decode(&self, keyid: &KeyId) -> Result<PublicKey, Error> {
-        let invalid = |detail: String| Error::Invalid { what: "trust root", detail };
+        let invalid = |detail: String| Error::Invalid {
+            what: "trust root",
+            detail,
+        };
         if self.keytype != "ed25519" {
-            return Err(invalid(format!("key {keyid} has unsupported keytype {:?}", self.keytype)));
+            return Err(invalid(format!(
+                "key {keyid} has unsupported keytype {:?}",
+                self.keytype
+            )));
         }
         let raw = crate::hex::decode32(&self.public)
             .ok_or_else(|| invalid(format!("key {keyid} is not 64 lowercase hex digits")))?;
@@ -123,12 +132,21 @@ impl Document for RootDocument {
 impl RootDocument {
     /// A root document listing `keys`.
     pub fn new(keys: &[PublicKey], roles: Roles) -> Self {
-        Self { keys: keys.iter().map(|k| (k.key_id(), KeyEntry::ed25519(k))).collect(), roles }
+        Self {
+            keys: keys
+                .iter()
+                .map(|k| (k.key_id(), KeyEntry::ed25519(k)))
+                .collect(),
+            roles,
+        }
     }
 
     /// Decodes every key and checks that the roles can be satisfied.
     pub fn validate(&self) -> Result<BTreeMap<KeyId, PublicKey>, Error> {
-        let invalid = |detail: String| Error::Invalid { what: "trust root", detail };
+        let invalid = |detail: String| Error::Invalid {
+            what: "trust root",
+            detail,
+        };
         let keys = self
             .keys
             .iter()
@@ -138,7 +156,9 @@ impl RootDocument {
             let mut seen = Vec::new();
             for id in &role.keyids {
                 if !keys.contains_key(id) {
-                    return Err(invalid(format!("role {name} names key {id}, which is not listed")));
+                    return Err(invalid(format!(
+                        "role {name} names key {id}, which is not listed"
+                    )));
                 }
                 if seen.contains(&id) {
                     return Err(invalid(format!("role {name} lists key {id} twice")));
@@ -179,7 +199,11 @@ impl TrustRoot {
         }
         let keys = opened.body.validate()?;
         opened.check_role(&keys, &opened.body.roles.root, "root")?;
-        Ok(Self { header: opened.header, doc: opened.body, keys })
+        Ok(Self {
+            header: opened.header,
+            doc: opened.body,
+            keys,
+        })
     }
 
     /// Verifies `bytes` as the next root after this one and returns it.
@@ -187,25 +211,41 @@ impl TrustRoot {
         let opened: Opened<RootDocument> = envelope::open(bytes, MAX_DOCUMENT_BYTES)?;
         let offered = opened.header.version;
         if Some(offered) != self.header.version.checked_add(1) {
-            return Err(Error::RootVersion { trusted: self.header.version, offered });
+            return Err(Error::RootVersion {
+                trusted: self.header.version,
+                offered,
+            });
         }
         let keys = opened.body.validate()?;
         let trusted_role = format!("root (trusted version {})", self.header.version);
         opened.check_role(&self.keys, &self.doc.roles.root, &trusted_role)?;
         let new_role = format!("root (new version {offered})");
         opened.check_role(&keys, &opened.body.roles.root, &new_role)?;
-        Ok(Self { header: opened.header, doc: opened.body, keys })
+        Ok(Self {
+            header: opened.header,
+            doc: opened.body,
+            keys,
+        })
     }
 
     /// Follows a chain of rotations from this root, one version at a time.
-    pub fn rotate_chain<'a>(&self, chain: impl IntoIterator<Item = &'a [u8]>) -> Result<Self, Error> {
-        chain.into_iter().try_fold(self.clone(), |root, next| root.rotate(next))
+    pub fn rotate_chain<'a>(
+        &self,
+        chain: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Self, Error> {
+        chain
+            .into_iter()
+            .try_fold(self.clone(), |root, next| root.rotate(next))
     }
 
     /// Fails with [`Error::Expired`] if the root has expired at `now`.
     pub fn check_fresh(&self, now: Timestamp) -> Result<(), Error> {
         if self.header.expires <= now {
-            return Err(Error::Expired { what: "trust root", expires: self.header.expires, now });
+            return Err(Error::Expired {
+                what: "trust root",
+                expires: self.header.expires,
+                now,
+            });
         }
         Ok(())
     }

@@ -85,7 +85,11 @@ impl Timestamp {
         }
         let num = |range: core::ops::Range<usize>| -> Result<i64, InvalidId> {
             b[range].iter().try_fold(0i64, |acc, &c| {
-                if c.is_ascii_digit() { Ok(acc * 10 + i64::from(c - b'0')) } else { Err(bad()) }
+                if c.is_ascii_digit() {
+                    Ok(acc * 10 + i64::from(c - b'0'))
+                } else {
+                    Err(bad())
+                }
             })
         };
         let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
@@ -96,7 +100,9 @@ impl Timestamp {
         if h > 23 || mi > 59 || sec > 59 {
             return Err(bad());
         }
-        Ok(Self(days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec))
+        Ok(Self(
+            days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec,
+        ))
     }
 }
 

@@ -29,8 +29,12 @@ pub enum DeviceTopic {
 
 impl DeviceTopic {
     /// Every device topic.
-    pub const ALL: [DeviceTopic; 4] =
-        [DeviceTopic::Command, DeviceTopic::Report, DeviceTopic::Health, DeviceTopic::Presence];
+    pub const ALL: [DeviceTopic; 4] = [
+        DeviceTopic::Command,
+        DeviceTopic::Report,
+        DeviceTopic::Health,
+        DeviceTopic::Presence,
+    ];
 
     /// The last topic level.
     pub const fn suffix(self) -> &'static str {
@@ -51,7 +55,9 @@ impl DeviceTopic {
     pub fn parse(topic: &str) -> Option<(DeviceId, DeviceTopic)> {
         let rest = topic.strip_prefix(PREFIX)?.strip_prefix("/devices/")?;
         let (device, suffix) = rest.split_once('/')?;
-        let kind = DeviceTopic::ALL.into_iter().find(|k| k.suffix() == suffix)?;
+        let kind = DeviceTopic::ALL
+            .into_iter()
+            .find(|k| k.suffix() == suffix)?;
         Some((DeviceId::new(device).ok()?, kind))
     }
 }
