@@ -1,1 +1,14 @@
-//! placeholder
+#![doc = include_str!("../README.md")]
+
+pub mod cli;
+pub mod document;
+pub mod error;
+pub mod fsutil;
+pub mod hashing;
+pub mod keys;
+pub mod output;
+pub mod release;
+pub mod rootcmd;
+pub mod when;
+
+pub use error::Error;

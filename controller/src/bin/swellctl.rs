@@ -1,1 +1,76 @@
-fn main() {}
+//! `swellctl`, the Swell operator CLI. Parsing, the clock and the exit status live here; every
+//! command is in the library (`swell_controller::cli::run`).
+//!
+//! On failure swellctl prints exactly one line, `error: <reason>`, to standard error and exits
+//! with status 1; the reason is the error chain joined with ": ".
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Parser as _;
+use clap::error::ErrorKind;
+use swell_controller::cli::{Cli, run};
+use swell_proto::Timestamp;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version: their text on standard output, success.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => return fail(&usage_reason(&e)),
+    };
+    let now = match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => Timestamp::from_unix(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        Err(_) => return fail("the system clock is set before 1970"),
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match run(cli, now, &mut out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&chain(&anyhow::Error::new(e))),
+    }
+}
+
+/// The error and its causes joined with ": ". A cause whose text the message before it already
+/// ends with is skipped: some error types print their source inside their own message.
+fn chain(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.ends_with(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// A clap usage error as one line: its message up to the first blank line (the usage and tips
+/// that follow are for `--help`), with line breaks folded.
+fn usage_reason(e: &clap::Error) -> String {
+    if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+        return "a command is required; see 'swellctl --help'".to_owned();
+    }
+    let text = e.render().to_string();
+    let head = text.split("\n\n").next().unwrap_or_default();
+    let head = head.strip_prefix("error: ").unwrap_or(head);
+    let words: Vec<&str> = head
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    format!("{}; see 'swellctl --help'", words.join(" "))
+}
+
+fn fail(reason: &str) -> ExitCode {
+    let reason = reason.replace('\n', " ");
+    let _ = writeln!(std::io::stderr().lock(), "error: {reason}");
+    ExitCode::FAILURE
+}
