@@ -1,2 +1,4 @@
 #![doc = include_str!("../README.md")]
+
+pub mod bootenv;
 pub mod update;
