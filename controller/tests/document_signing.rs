@@ -4,7 +4,6 @@
 mod common;
 
 use common::Scratch;
-use ed25519_dalek::Signer as _;
 
 /// Root with release role 2 of {k1, ext}, and an image manifest signed by k1 only.
 fn setup(s: &Scratch) {
@@ -16,12 +15,6 @@ fn setup(s: &Scratch) {
         "release create --image app.img --name os --version 1.0.0 --security-version 1 \
           --hardware hw-a --expires 1d --key k1.pem --out m.json",
     );
-}
-
-fn sign_raw(s: &Scratch, key: &str, payload: &[u8]) -> [u8; 64] {
-    let pem = String::from_utf8(s.read(key)).unwrap();
-    let key = swell_proto::keys::pem::private_key_from_pem(&pem).unwrap();
-    key.sign(payload).to_bytes()
 }
 
 /// The payload is the canonical JSON of `signed`: no white space, sorted keys, the same value.
@@ -50,7 +43,7 @@ fn attached_external_signature_verifies() {
     setup(&s);
     s.fails("release verify m.json --root root.json");
     s.ok("document payload m.json --out payload.bin");
-    let sig = sign_raw(&s, "ext.pem", &s.read("payload.bin"));
+    let sig = s.sign_raw("ext.pem", &s.read("payload.bin"));
     s.write("sig.bin", &sig);
     let out = s.ok("document attach m.json --public-key ext.pub.pem --signature sig.bin");
     assert!(out.contains(s.ok("key id ext.pem").trim()), "{out}");
@@ -64,7 +57,7 @@ fn attach_refuses_bad_signatures() {
     let s = Scratch::new();
     setup(&s);
     let before = s.read("m.json");
-    let mut sig = sign_raw(&s, "ext.pem", b"some other bytes");
+    let mut sig = s.sign_raw("ext.pem", b"some other bytes");
     s.write("sig.bin", &sig);
     let ext = s.ok("key id ext.pem");
     let err = s.fails("document attach m.json --public-key ext.pub.pem --signature sig.bin");

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Scratch, pseudo_random};
+use common::{Scratch, in_days, pseudo_random};
 use serde_json::Value;
 
 const VERIFY: &str = "release verify app.img.manifest.json --root root.json --image app.img";
@@ -24,15 +24,6 @@ fn release_signed_by(keys: &[&str]) -> Scratch {
         keys.join(" ")
     ));
     s
-}
-
-/// The instant `days` days from now, as `--at` takes it.
-fn in_days(days: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    let now = i64::try_from(now.as_secs()).unwrap();
-    swell_proto::Timestamp::from_unix(now + days * 86_400).to_string()
 }
 
 fn manifest(s: &Scratch) -> Value {

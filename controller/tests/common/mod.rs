@@ -3,6 +3,8 @@
 
 // Each test file uses a different subset, and `pub` here only means "visible to the tests".
 #![allow(dead_code, unreachable_pub)]
+// Test helpers panic on the unexpected, like the tests that call them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -95,6 +97,14 @@ impl Scratch {
         self.write(name, &serde_json::to_vec_pretty(value).unwrap());
     }
 
+    /// Signs `payload` with the private key file `key`, as an external tool would.
+    pub fn sign_raw(&self, key: &str, payload: &[u8]) -> [u8; 64] {
+        use ed25519_dalek::Signer as _;
+        let pem = String::from_utf8(self.read(key)).unwrap();
+        let key = swell_proto::keys::pem::private_key_from_pem(&pem).unwrap();
+        key.sign(payload).to_bytes()
+    }
+
     /// A trust root `root.json`, signed, whose root and controller roles are the one key `r1`
     /// and whose release role is `release_keys` with `release_threshold`.
     pub fn root_with_release_keys(&self, release_keys: &[&str], release_threshold: u32) {
@@ -151,4 +161,13 @@ pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+}
+
+/// The instant `days` days from now, as `--at` takes it.
+pub fn in_days(days: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let now = i64::try_from(now.as_secs()).unwrap();
+    swell_proto::Timestamp::from_unix(now + days * 86_400).to_string()
 }
