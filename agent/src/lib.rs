@@ -1,4 +1,5 @@
 #![doc = include_str!("../README.md")]
 
 pub mod bootenv;
+pub mod slots;
 pub mod update;
