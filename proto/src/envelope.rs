@@ -82,6 +82,18 @@ fn malformed(what: &'static str, detail: impl ToString) -> Error {
     }
 }
 
+/// A serde error from typing a canonical value. serde_json appends "at line 1 column N", a
+/// position in the canonical bytes, which the sender never saw and which would only mislead;
+/// the message itself names the field.
+fn typing_error(what: &'static str, e: &serde_json::Error) -> Error {
+    let text = e.to_string();
+    let detail = match text.rsplit_once(" at line ") {
+        Some((message, _)) if e.line() != 0 => message,
+        _ => &text,
+    };
+    malformed(what, detail)
+}
+
 impl RawEnvelope {
     /// Parses an envelope of at most `limit` bytes.
     pub fn parse(bytes: &[u8], limit: usize) -> Result<Self, Error> {
@@ -118,7 +130,7 @@ impl RawEnvelope {
         let signatures = sigs
             .iter()
             .map(|s| {
-                serde_json::from_slice(&s.to_canonical()).map_err(|e| malformed("signature", e))
+                serde_json::from_slice(&s.to_canonical()).map_err(|e| typing_error("signature", &e))
             })
             .collect::<Result<Vec<SignatureEntry>, Error>>()?;
         Ok(Self { signed, signatures })
@@ -181,7 +193,7 @@ impl RawEnvelope {
             fields.remove(field);
         }
         let body = serde_json::from_slice(&Value::Object(fields).to_canonical())
-            .map_err(|e| malformed(T::TYPE, e))?;
+            .map_err(|e| typing_error(T::TYPE, &e))?;
         Ok(Opened {
             header: Header { version, expires },
             body,
@@ -231,8 +243,17 @@ pub fn envelope<T: Document>(header: Header, body: &T) -> Result<RawEnvelope, Er
             format!("the body uses the header field {clash}"),
         ));
     }
+    // JSON integers stop at 2^53 - 1 (see `json::MAX_SAFE_INTEGER`): a larger version would
+    // sign a document that no reader, this one included, accepts.
     let version = i64::try_from(header.version)
-        .map_err(|_| malformed(T::TYPE, "version does not fit in JSON"))?;
+        .ok()
+        .filter(|v| *v <= json::MAX_SAFE_INTEGER)
+        .ok_or_else(|| {
+            malformed(
+                T::TYPE,
+                "version is over 2^53 - 1, the largest JSON integer",
+            )
+        })?;
     fields.insert("_type".to_string(), Value::String(T::TYPE.to_string()));
     fields.insert(
         "spec_version".to_string(),
@@ -243,10 +264,15 @@ pub fn envelope<T: Document>(header: Header, body: &T) -> Result<RawEnvelope, Er
         "expires".to_string(),
         Value::String(header.expires.to_string()),
     );
-    Ok(RawEnvelope {
+    let env = RawEnvelope {
         signed: Value::Object(fields),
         signatures: Vec::new(),
-    })
+    };
+    // Never sign what no reader accepts: an `expires` or a body timestamp past year 9999, or a
+    // body that does not deserialize back into `T`, would otherwise become a document that
+    // every device refuses only after it was signed and shipped.
+    RawEnvelope::parse(&env.to_canonical(), usize::MAX)?.open::<T>()?;
+    Ok(env)
 }
 
 /// Builds the envelope of `body` signed by each of `keys`, as canonical JSON bytes.

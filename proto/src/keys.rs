@@ -18,8 +18,9 @@ use crate::ids::{InvalidId, KeyId};
 pub struct PublicKey(VerifyingKey);
 
 impl PublicKey {
-    /// Parses the 32-byte raw form, refusing points that are not on the curve and keys of
-    /// small order (which would let one signature verify for many messages).
+    /// Parses the 32-byte raw form, refusing points that are not on the curve, keys of small
+    /// order (which would let one signature verify for many messages), and non-canonical
+    /// encodings (which would give one key two key ids).
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, InvalidId> {
         let bad = |why| InvalidId {
             what: "public key",
@@ -29,6 +30,11 @@ impl PublicKey {
         let key = VerifyingKey::from_bytes(bytes).map_err(|_| bad("not a valid Ed25519 point"))?;
         if key.is_weak() {
             return Err(bad("a small-order Ed25519 key"));
+        }
+        // A few points have a second, non-canonical encoding (y + p < 2^255). Refusing it keeps
+        // "one key, one key id": otherwise one key could sit in a role under two ids.
+        if key.to_edwards().compress().to_bytes() != *bytes {
+            return Err(bad("not the canonical encoding of its point"));
         }
         Ok(Self(key))
     }

@@ -175,8 +175,8 @@ pub struct Presence {
 message!(Presence, "presence");
 
 /// What a command asks a device to do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
     /// Install the release: verify `manifest` (a signed release envelope), then fetch the
     /// device's artifact from `url`.
@@ -190,6 +190,29 @@ pub enum Action {
     Revert,
     /// Stop an update in progress where that is safe (before the trial boot is armed).
     Cancel,
+}
+
+impl<'de> Deserialize<'de> for Action {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// The wire form. serde lets a *unit* variant of an internally tagged enum ignore
+        /// unknown fields even under `deny_unknown_fields` (`{"kind":"revert","x":1}` would
+        /// pass); empty struct variants refuse them like every other Swell type.
+        #[derive(Deserialize)]
+        #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+        enum Wire {
+            Install {
+                manifest: serde_json::Value,
+                url: String,
+            },
+            Revert {},
+            Cancel {},
+        }
+        Ok(match Wire::deserialize(d)? {
+            Wire::Install { manifest, url } => Action::Install { manifest, url },
+            Wire::Revert {} => Action::Revert,
+            Wire::Cancel {} => Action::Cancel,
+        })
+    }
 }
 
 /// Topic `cmd`: an instruction to one device, signed by the controller role.
@@ -283,13 +306,15 @@ pub fn open_device_message<T: DeviceMessage>(
 }
 
 /// Builds a device message envelope with sequence number `seq`, valid for
-/// [`DEVICE_MESSAGE_VALIDITY_SECS`] from `issued`, signed by the device's key.
+/// [`DEVICE_MESSAGE_VALIDITY_SECS`] from `issued`, signed by the device's key. A message that
+/// breaks the limits [`open_device_message`] enforces is refused here rather than sent.
 pub fn sign_device_message<T: DeviceMessage>(
     message: &T,
     seq: u64,
     issued: Timestamp,
     key: &ed25519_dalek::SigningKey,
 ) -> Result<alloc::vec::Vec<u8>, Error> {
+    message.check_limits()?;
     let header = Header {
         version: seq,
         expires: issued.plus_secs(DEVICE_MESSAGE_VALIDITY_SECS),
