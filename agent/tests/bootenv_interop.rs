@@ -424,3 +424,21 @@ fn grub_alternating_writers() {
         assert_eq!(file.load().unwrap(), want, "round {round}");
     }
 }
+
+/// The GRUB script in `docs/agent.md` is valid GRUB syntax.
+#[test]
+fn grub_sample_script_in_docs_passes_grub_script_check() {
+    if !enabled() {
+        return;
+    }
+    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/agent.md");
+    let text = std::fs::read_to_string(&docs).unwrap();
+    let section = &text[text.find("### GRUB script").expect("GRUB script section")..];
+    let start = section.find("```text\n").expect("code block") + "```text\n".len();
+    let script = &section[start..];
+    let script = &script[..script.find("```").expect("end of code block")];
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("grub.cfg");
+    std::fs::write(&cfg, script).unwrap();
+    run("grub-script-check", &[cfg.to_str().unwrap()]);
+}

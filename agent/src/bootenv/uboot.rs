@@ -14,7 +14,8 @@
 //! whatever its buffer held, `mkenvimage` uses `0xff`). Variables are written sorted by name in
 //! byte order, as both U-Boot and libubootenv write them.
 //!
-//! This file is pure: encoding, decoding and the choice between copies. [`store`] does the I/O.
+//! This file is pure: encoding, decoding and the choice between copies. [`UbootEnvStore`] does
+//! the I/O.
 
 pub mod config;
 mod store;
