@@ -151,3 +151,10 @@ pub(crate) fn hex(text: &str) -> Vec<u8> {
 pub(crate) fn hex32(text: &str) -> [u8; 32] {
     hex(text).try_into().unwrap()
 }
+
+/// `release.json` verified against `root.json` at [`now`].
+pub(crate) fn verified_release() -> swell_proto::VerifiedRelease {
+    trusted_root()
+        .verify_release(&fixture("release.json"), now())
+        .unwrap()
+}
