@@ -28,7 +28,8 @@ pub use uboot::UbootEnvStore;
 /// Order is insertion order: setting an existing variable keeps its place, a new one goes at the
 /// end, removing one closes the gap. That is exactly what `grub-editenv set`/`unset` do to the
 /// GRUB block, so a Swell write of the same changes gives the same bytes. The U-Boot format
-/// sorts by name when it writes, as U-Boot and libubootenv do.
+/// sorts by name when it writes, as U-Boot and libubootenv do. `==` compares the order too;
+/// compare [`Env::sorted`] to compare only the variables.
 ///
 /// Names and values are checked when they go in (see [`validate_name`] and
 /// [`validate_value`]), so every `Env` can be written in both formats unless a format-specific
