@@ -74,3 +74,40 @@ fn fail(reason: &str) -> ExitCode {
     let _ = writeln!(std::io::stderr().lock(), "error: {reason}");
     ExitCode::FAILURE
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("malformed JSON: {0}")]
+    struct Repeats(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("duplicate key at byte 7")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("m.json")]
+    struct Outer(#[source] Repeats);
+
+    /// A source that its parent already printed is not printed twice.
+    #[test]
+    fn chain_skips_repeated_sources() {
+        let err = anyhow::Error::new(Outer(Repeats(Inner)));
+        assert_eq!(
+            chain(&err),
+            "m.json: malformed JSON: duplicate key at byte 7"
+        );
+    }
+
+    /// Clap's multi-line usage errors fold into one line without the usage text.
+    #[test]
+    fn usage_errors_fold_to_one_line() {
+        let e = Cli::try_parse_from(["swellctl", "key", "id"]).unwrap_err();
+        assert_eq!(
+            usage_reason(&e),
+            "the following required arguments were not provided: <FILE>; see 'swellctl --help'"
+        );
+    }
+}
