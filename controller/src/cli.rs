@@ -191,7 +191,7 @@ pub enum ReleaseCommand {
         /// Private key(s) to sign with (repeatable; none writes an unsigned manifest).
         #[arg(long, value_name = "PRIV.pem", num_args = 1..)]
         key: Vec<PathBuf>,
-        /// The manifest file (default: <image>.manifest.json).
+        /// The manifest file (default: IMAGE.manifest.json, beside the image).
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
     },

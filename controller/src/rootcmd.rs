@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use swell_proto::envelope::{self, Header, Opened};
+use swell_proto::limits::MAX_DOCUMENT_BYTES;
 use swell_proto::root::KeyEntry;
 use swell_proto::{KeyId, Role, RoleKeys, Roles, RootDocument, Timestamp, TrustRoot};
 
@@ -188,10 +189,6 @@ fn write_new_root(
     Ok(RootReport::new(out, header, doc, Vec::new(), now))
 }
 
-fn read_root(path: &Path) -> Result<Vec<u8>, Error> {
-    fsutil::read_document(path)
-}
-
 /// `root verify`: verifies `root` as self-signed, or, given `trusted`, verifies `trusted` and
 /// follows `chain` and then `root` as rotations from it. An expired result is refused unless
 /// `allow_expired`.
@@ -202,30 +199,29 @@ pub fn verify(
     at: Timestamp,
     allow_expired: bool,
 ) -> Result<RootReport, Error> {
+    // Read once: the signers reported are those of the very bytes verified.
+    let bytes = fsutil::read_document(root)?;
     let mut followed = Vec::new();
     let trust = match trusted {
-        None => TrustRoot::from_trusted(&read_root(root)?).map_err(Error::document(root))?,
+        None => TrustRoot::from_trusted(&bytes).map_err(Error::document(root))?,
         Some(first) => {
-            let mut trust =
-                TrustRoot::from_trusted(&read_root(first)?).map_err(Error::document(first))?;
+            let mut trust = TrustRoot::from_trusted(&fsutil::read_document(first)?)
+                .map_err(Error::document(first))?;
             followed.push(first.display().to_string());
-            for link in chain.iter().map(PathBuf::as_path).chain([root]) {
+            for link in chain {
                 trust = trust
-                    .rotate(&read_root(link)?)
+                    .rotate(&fsutil::read_document(link)?)
                     .map_err(Error::document(link))?;
-                if link != root {
-                    followed.push(link.display().to_string());
-                }
+                followed.push(link.display().to_string());
             }
-            trust
+            trust.rotate(&bytes).map_err(Error::document(root))?
         }
     };
     if !allow_expired {
         trust.check_fresh(at).map_err(Error::document(root))?;
     }
-    let opened: Opened<RootDocument> = document::read_envelope(root)?
-        .open()
-        .map_err(Error::document(root))?;
+    let opened: Opened<RootDocument> =
+        envelope::open(&bytes, MAX_DOCUMENT_BYTES).map_err(Error::document(root))?;
     let keys = trust.document().validate().map_err(Error::document(root))?;
     let signed_by = valid_signers(&opened, &keys, &trust.document().roles.root);
     let mut report = RootReport::new(
