@@ -146,7 +146,7 @@ pub enum RootCommand {
         #[arg(long, value_name = "FIRST")]
         trusted: Option<PathBuf>,
         /// The roots between --trusted and ROOT, in version order.
-        #[arg(long, value_name = "ROOT", num_args = 1.., requires = "trusted")]
+        #[arg(long, value_name = "LINK", num_args = 1.., requires = "trusted")]
         chain: Vec<PathBuf>,
         /// Check expiry as of this instant (RFC 3339 UTC; default now).
         #[arg(long, value_name = "RFC3339")]
