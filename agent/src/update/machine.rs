@@ -8,9 +8,9 @@
 
 use std::fmt;
 
+use swell_proto::Sha256Digest;
 use swell_proto::Timestamp;
 use swell_proto::messages::{ReleaseRef, Running, Slot, UpdateState};
-use swell_proto::Sha256Digest;
 
 /// Identifies one boot of the device (Linux: `/proc/sys/kernel/random/boot_id`), so the
 /// machine can tell "the reboot has not happened yet" from "the bootloader fell back".

@@ -1,0 +1,300 @@
+//! The simulated board: two slot files, a U-Boot environment file, and a boot ROM.
+//!
+//! The boot ROM follows U-Boot's rules (`CONFIG_BOOTCOUNT_LIMIT` with the count in the
+//! environment), so the fallback of an image that never comes up happens without the agent:
+//!
+//! 1. Read the environment. If `upgrade_available` is set, add 1 to `bootcount` and save.
+//! 2. If `bootcount > bootlimit`, run "altbootcmd": switch `swell_slot` to the other slot,
+//!    clear `upgrade_available` and `bootcount`, save.
+//! 3. "Load the kernel" from the slot: the image must start with a simulated image header
+//!    ([`IMAGE_MAGIC`]). An image without one, or one whose behaviour is `crash`, fails to
+//!    boot: the ROM goes round again (so bootcount rises), as a watchdog reset would.
+//! 4. Start the agent with the boot id and slot in its environment. Exit code
+//!    [`REBOOT_EXIT_CODE`] is a reboot; death by a signal is a power cut; both go round again.
+//!
+//! Image behaviours: `healthy`, `unhealthy` (boots, but its health check fails), `crash`
+//! (never reaches the agent), `slow-<ms>` (boots after a delay).
+
+use std::io::Read as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use swell_proto::messages::Slot;
+
+use crate::bootctl::{BOARD_BOOT_ID_ENV, BOARD_SLOT_ENV, BootCtlError, sim_env_store};
+use crate::bootenv::{BootEnvStore, BootVars};
+use crate::cli::REBOOT_EXIT_CODE;
+use crate::config::{BootConfig, Config};
+use crate::faults;
+
+/// The first bytes of a simulated image.
+pub const IMAGE_MAGIC: &str = "SWELLSIM1";
+
+/// The environment variable that tells the booted agent its image's behaviour (the
+/// simulated system's health checks read it).
+pub const BEHAVIOUR_ENV: &str = "SWELL_BOARD_IMAGE_BEHAVIOUR";
+
+/// Failed boots in a row after which the board gives up: a real device would sit in a reset
+/// loop; the simulation reports it as bricked.
+pub const MAX_FAILED_BOOTS: u32 = 16;
+
+/// Why the board stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BoardError {
+    /// The configuration's boot backend is not `simulated`.
+    #[error("`swell-agent board` needs boot backend \"simulated\" in the config")]
+    NotSimulated,
+    /// The environment could not be used.
+    #[error(transparent)]
+    Boot(#[from] BootCtlError),
+    /// The environment could not be used.
+    #[error(transparent)]
+    Env(#[from] crate::bootenv::Error),
+    /// An I/O error on a board file.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// On what.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The board kept failing to boot.
+    #[error("board bricked: {0}")]
+    Bricked(String),
+    /// The first boot's command failed (for example an install that was refused).
+    #[error("the agent's first boot failed with {0}")]
+    FirstBoot(String),
+}
+
+/// Builds a simulated image of `size` bytes (at least the header) with `behaviour`; the rest
+/// is pseudo-random bytes derived from `seed`, so two releases differ.
+pub fn image(behaviour: &str, size: usize, seed: u64) -> Vec<u8> {
+    let mut out = format!("{IMAGE_MAGIC} behaviour={behaviour}\n").into_bytes();
+    let header = out.len();
+    let mut x = seed | 1;
+    while out.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(size.max(header));
+    out
+}
+
+/// The behaviour in an image's header, if it has one.
+pub fn behaviour(path: &Path) -> Option<String> {
+    let mut head = [0u8; 128];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .ok()?;
+    let line = head[..n].split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let rest = line
+        .strip_prefix(IMAGE_MAGIC)?
+        .strip_prefix(" behaviour=")?;
+    Some(rest.to_string())
+}
+
+/// Runs the board until the agent exits cleanly (or, with `until_settled`, settles).
+/// `first_boot` are the agent's arguments for the first boot; later boots run the daemon.
+pub async fn run(
+    config_path: &Path,
+    config: &Config,
+    until_settled: bool,
+    first_boot: &[String],
+) -> Result<(), BoardError> {
+    let BootConfig::Simulated { board, bootlimit } = &config.boot else {
+        return Err(BoardError::NotSimulated);
+    };
+    std::fs::create_dir_all(board).map_err(|source| BoardError::Io {
+        op: "creating board directory",
+        path: board.clone(),
+        source,
+    })?;
+    let mut store = sim_env_store(board)?;
+    let vars = BootVars::default();
+    provision(&mut store, &vars, *bootlimit)?;
+    let exe = std::env::current_exe().map_err(|source| BoardError::Io {
+        op: "locating",
+        path: "swell-agent".into(),
+        source,
+    })?;
+    let mut first = (!first_boot.is_empty()).then(|| first_boot.to_vec());
+    let mut failed_boots = 0;
+    loop {
+        let slot = boot_rom(&mut store, &vars)?;
+        let slot_path = match slot {
+            Slot::A => &config.slots.a,
+            Slot::B => &config.slots.b,
+        };
+        let behaviour = behaviour(slot_path).filter(|b| b != "crash");
+        let Some(behaviour) = behaviour else {
+            failed_boots += 1;
+            if failed_boots >= MAX_FAILED_BOOTS {
+                return Err(BoardError::Bricked(format!(
+                    "{failed_boots} boots in a row failed; slot {slot:?} ({}) is not bootable",
+                    slot_path.display()
+                )));
+            }
+            continue;
+        };
+        failed_boots = 0;
+        if let Some(ms) = behaviour
+            .strip_prefix("slow-")
+            .and_then(|ms| ms.parse().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        let boot_id = next_boot_id(board)?;
+        let is_first = first.is_some();
+        let args = first.take().unwrap_or_else(|| {
+            let mut args = vec!["run".to_string(), "--config".to_string()];
+            args.push(config_path.display().to_string());
+            if until_settled {
+                args.push("--until-settled".to_string());
+            }
+            args
+        });
+        let mut command = tokio::process::Command::new(&exe);
+        command
+            .args(&args)
+            .env(BOARD_BOOT_ID_ENV, &boot_id)
+            .env(BOARD_SLOT_ENV, if slot == Slot::A { "a" } else { "b" })
+            .env(BEHAVIOUR_ENV, &behaviour)
+            .kill_on_drop(true);
+        if !is_first {
+            // A power-cut plan applies to the first boot only; the reboots must recover.
+            command.env_remove(faults::KILL_AT_ENV);
+        }
+        let status = command.status().await.map_err(|source| BoardError::Io {
+            op: "starting",
+            path: exe.clone(),
+            source,
+        })?;
+        match (status.code(), status.signal()) {
+            (Some(0), _) => return Ok(()),
+            (Some(code), _) if code == i32::from(REBOOT_EXIT_CODE) => {}
+            // Killed: a power cut. The board powers up again.
+            (None, Some(_)) => {}
+            (Some(code), _) if is_first => {
+                return Err(BoardError::FirstBoot(format!("exit code {code}")));
+            }
+            // The agent crashed on a normal boot: the watchdog resets the board.
+            _ => {}
+        }
+    }
+}
+
+/// Sets up a fresh board's environment: boot slot A, no trial, the configured bootlimit.
+fn provision(
+    store: &mut dyn BootEnvStore,
+    vars: &BootVars,
+    bootlimit: u32,
+) -> Result<(), BoardError> {
+    if store.load().is_ok() {
+        return Ok(());
+    }
+    let mut env = crate::bootenv::Env::new();
+    vars.set_slot(&mut env, Slot::A)?;
+    vars.set_bootlimit(&mut env, bootlimit)?;
+    vars.set_bootcount(&mut env, 0)?;
+    vars.set_upgrade_available(&mut env, false)?;
+    store.store(&env)?;
+    Ok(())
+}
+
+/// One pass of the boot ROM's bootcount logic; returns the slot to boot.
+fn boot_rom(store: &mut dyn BootEnvStore, vars: &BootVars) -> Result<Slot, BoardError> {
+    let env = store.update(&mut |env| {
+        if vars.upgrade_available(env)? {
+            let count = vars.bootcount(env)? + 1;
+            vars.set_bootcount(env, count)?;
+            if count > vars.bootlimit(env)? {
+                // altbootcmd: boot the other slot and end the trial.
+                let current = vars.slot(env)?.unwrap_or(Slot::A);
+                vars.boot_normally(env, current.other())?;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(vars.slot(&env)?.unwrap_or(Slot::A))
+}
+
+/// A boot id unique across the board's life: a counter in the board directory.
+fn next_boot_id(board: &Path) -> Result<String, BoardError> {
+    let path = board.join("boot-counter");
+    let io = |op| {
+        let path = path.clone();
+        move |source| BoardError::Io { op, path, source }
+    };
+    let n: u64 = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().unwrap_or(0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(io("reading")(e)),
+    } + 1;
+    std::fs::write(&path, n.to_string()).map_err(io("writing"))?;
+    Ok(format!("boot-{n}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bootenv::Env;
+    use crate::bootenv::storage::MemStorage;
+    use crate::bootenv::uboot::{FlagScheme, Region, UbootEnvStore};
+
+    fn store() -> UbootEnvStore<MemStorage> {
+        let mem = MemStorage::new("sim", vec![0; 0x2000]);
+        UbootEnvStore::redundant(
+            [
+                Region {
+                    storage: mem.clone(),
+                    offset: 0,
+                },
+                Region {
+                    storage: mem,
+                    offset: 0x1000,
+                },
+            ],
+            0x1000,
+            FlagScheme::Incremental,
+        )
+        .unwrap()
+    }
+
+    /// A trial gets `bootlimit` boots of the new slot; the next boot falls back to the old
+    /// slot and ends the trial, without the agent.
+    #[test]
+    fn boot_rom_falls_back_after_bootlimit() {
+        let mut s = store();
+        let vars = BootVars::default();
+        provision(&mut s, &vars, 2).unwrap();
+        assert_eq!(boot_rom(&mut s, &vars).unwrap(), Slot::A);
+        s.update(&mut |env: &mut Env| vars.arm_trial(env, Slot::B))
+            .unwrap();
+        assert_eq!(boot_rom(&mut s, &vars).unwrap(), Slot::B);
+        assert_eq!(boot_rom(&mut s, &vars).unwrap(), Slot::B);
+        assert_eq!(boot_rom(&mut s, &vars).unwrap(), Slot::A);
+        let env = s.load().unwrap();
+        assert!(!vars.upgrade_available(&env).unwrap());
+        assert_eq!(boot_rom(&mut s, &vars).unwrap(), Slot::A);
+    }
+
+    /// Images carry their behaviour in the header; other bytes are not bootable.
+    #[test]
+    fn images_carry_behaviour() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("img");
+        let img = image("unhealthy", 4096, 9);
+        assert_eq!(img.len(), 4096);
+        std::fs::write(&path, &img).unwrap();
+        assert_eq!(behaviour(&path).as_deref(), Some("unhealthy"));
+        std::fs::write(&path, b"random bytes").unwrap();
+        assert_eq!(behaviour(&path), None);
+        assert_ne!(image("healthy", 64, 1), image("healthy", 64, 2));
+    }
+}
