@@ -9,7 +9,7 @@
 mod common;
 
 use common::{device_1, device_key, fixture, now, trusted_root};
-use swell_proto::messages::{self, Heartbeat, Presence, Report};
+use swell_proto::messages;
 use swell_proto::{Error, TrustRoot};
 
 /// How a fixture is checked.
@@ -112,12 +112,15 @@ fn run(name: &str, check: Check) -> Result<(), Error> {
         Command => trusted_root()
             .verify_command(&bytes, &device, now())
             .map(drop),
-        Report => messages::open_device_message::<Report>(&bytes, &device, &key, now()).map(drop),
+        Report => messages::open_device_message::<messages::Report>(&bytes, &device, &key, now())
+            .map(drop),
         Heartbeat => {
-            messages::open_device_message::<Heartbeat>(&bytes, &device, &key, now()).map(drop)
+            messages::open_device_message::<messages::Heartbeat>(&bytes, &device, &key, now())
+                .map(drop)
         }
         Presence => {
-            messages::open_device_message::<Presence>(&bytes, &device, &key, now()).map(drop)
+            messages::open_device_message::<messages::Presence>(&bytes, &device, &key, now())
+                .map(drop)
         }
     }
 }
