@@ -115,6 +115,17 @@ pub async fn run(
         path: board.clone(),
         source,
     })?;
+    let env_file = board.join(crate::bootctl::SIM_ENV_FILE);
+    if !env_file.exists() {
+        // A new board's environment partition: erased, no valid copy yet.
+        std::fs::write(&env_file, vec![0u8; 2 * crate::bootctl::SIM_ENV_SIZE]).map_err(
+            |source| BoardError::Io {
+                op: "creating",
+                path: env_file.clone(),
+                source,
+            },
+        )?;
+    }
     let mut store = sim_env_store(board)?;
     let vars = BootVars::default();
     provision(&mut store, &vars, *bootlimit)?;

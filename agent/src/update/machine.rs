@@ -279,6 +279,11 @@ fn report(state: UpdateState, job: &Job, running: Running, reason: Option<String
     })
 }
 
+/// Seconds past the health deadline after which the machine reverts on its own. The health
+/// checks enforce the deadline themselves and name the failing check; this is the backstop for
+/// checks that hang.
+pub const DEADLINE_GRACE_SECS: i64 = 30;
+
 /// The result of a step: the next state and the actions to perform after persisting it.
 pub type Step = (State, Vec<Action>);
 
@@ -389,11 +394,12 @@ pub fn step(state: &State, event: Event, ctx: Ctx<'_>) -> Result<Step, Disallowe
             )
         }
         (S::Trial(job, _), E::HealthFailed(reason)) => revert(job, reason, ctx),
-        (S::Trial(job, deadline), E::Tick) if ctx.now >= *deadline => revert(
-            job,
-            format!("health checks did not pass by the deadline {deadline}"),
-            ctx,
-        ),
+        (S::Trial(job, deadline), E::Tick)
+            if ctx.now >= deadline.plus_secs(DEADLINE_GRACE_SECS) =>
+        {
+            let reason = format!("health checks did not finish by the deadline {deadline}");
+            revert(job, reason, ctx)
+        }
         (S::Committed(job), E::Revert) if job.previous.security_version >= job.security_version => {
             revert(job, String::from("reverted by the controller"), ctx)
         }
@@ -592,16 +598,15 @@ mod tests {
         assert_eq!(r.reason.as_deref(), Some("http probe: 503"));
     }
 
-    /// The deadline passing during the trial counts as a failure; a tick before it does not.
+    /// The deadline plus the grace for hung checks passing during the trial counts as a
+    /// failure; a tick before it does not.
     #[test]
     fn health_deadline_reverts() {
         let j = job();
         let s = State::Trial(j.clone(), Timestamp::from_unix(700));
-        assert_eq!(
-            run(&s, Event::Tick, "b2", 699).unwrap(),
-            (s.clone(), vec![])
-        );
-        let (next, _) = run(&s, Event::Tick, "b2", 700).unwrap();
+        let last_quiet = 700 + DEADLINE_GRACE_SECS - 1;
+        assert_eq!(run(&s, Event::Tick, "b2", last_quiet).unwrap(), (s.clone(), vec![]));
+        let (next, _) = run(&s, Event::Tick, "b2", last_quiet + 1).unwrap();
         assert!(matches!(next, State::Reverting(_, _, ref r) if r.contains("deadline")));
     }
 
