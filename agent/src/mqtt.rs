@@ -166,37 +166,50 @@ fn tls_config(settings: &SessionSettings) -> Result<TlsConfiguration, SessionErr
     Ok(TlsConfiguration::Rustls(Arc::new(config)))
 }
 
-fn last_will(signer: &Signer, agent_version: &str) -> Result<LastWill, SessionError> {
-    let offline = Presence {
+/// Signs one connection's presence pair: the "online" message it will publish after
+/// connecting, then the "offline" last will. Signing in that order gives the will the higher
+/// sequence number, so the controller accepts it after the online message.
+fn presence_pair(
+    signer: &Signer,
+    agent_version: &str,
+) -> Result<(Vec<u8>, LastWill), SessionError> {
+    let presence = |online| Presence {
         device: signer.device().clone(),
         issued: now(),
-        online: false,
+        online,
         agent_version: agent_version.to_string(),
     };
-    let payload = signer.sign(&offline, offline.issued)?;
-    Ok(LastWill::new(
-        DeviceTopic::Presence.for_device(signer.device()),
-        payload,
-        QoS::AtLeastOnce,
-        true,
+    let online = presence(true);
+    let online = signer.sign(&online, online.issued)?;
+    let offline = presence(false);
+    let offline = signer.sign(&offline, offline.issued)?;
+    let topic = DeviceTopic::Presence.for_device(signer.device());
+    Ok((
+        online,
+        LastWill::new(topic, offline, QoS::AtLeastOnce, true),
     ))
 }
 
-/// Builds the client options: persistent session, manual acks, packet size from the protocol's
-/// limit, TLS for `mqtts://`.
-pub fn options(settings: &SessionSettings, signer: &Signer) -> Result<MqttOptions, SessionError> {
+/// Builds the client options (persistent session, manual acks, packet size from the protocol's
+/// limit, TLS for `mqtts://`, the signed last will) and the "online" presence to publish once
+/// connected.
+pub fn options(
+    settings: &SessionSettings,
+    signer: &Signer,
+) -> Result<(MqttOptions, Vec<u8>), SessionError> {
     let (tls, host, port) = parse_url(&settings.mqtt.url)?;
+    let (online, will) = presence_pair(signer, &settings.agent_version)?;
     let mut options = MqttOptions::new(signer.device().as_str(), host, port);
     options
         .set_keep_alive(Duration::from_secs(settings.mqtt.keep_alive_secs))
         .set_clean_session(false)
         .set_manual_acks(true)
         .set_max_packet_size(MAX_MESSAGE_BYTES + 1024, MAX_MESSAGE_BYTES + 1024)
-        .set_last_will(last_will(signer, &settings.agent_version)?);
+        .set_last_will(will);
     if tls {
         options.set_transport(Transport::Tls(tls_config(settings)?));
     }
-    Ok(options)
+    Ok((options, online))
 }
 
 /// Jittered exponential backoff ("full jitter" over a doubling ceiling).
@@ -237,6 +250,7 @@ struct Session {
     eventloop: EventLoop,
     signer: Arc<Signer>,
     agent_version: String,
+    online: Vec<u8>,
     queue: VecDeque<Vec<u8>>,
     in_flight: bool,
     connected: bool,
@@ -250,12 +264,14 @@ pub async fn run(
     to_driver: mpsc::Sender<Inbound>,
     shutdown: CancellationToken,
 ) -> Result<(), SessionError> {
-    let (client, eventloop) = AsyncClient::new(options(&settings, &signer)?, REQUEST_CAPACITY);
+    let (options, online) = options(&settings, &signer)?;
+    let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
     let mut s = Session {
         client,
         eventloop,
         signer,
         agent_version: settings.agent_version.clone(),
+        online,
         queue: VecDeque::new(),
         in_flight: false,
         connected: false,
@@ -290,7 +306,9 @@ pub async fn run(
                     s.connected = true;
                     backoff.reset();
                     let _ = s.client.subscribe(&command_topic, QoS::AtLeastOnce).await;
-                    announce_online(&s.client, &s.signer, &s.agent_version).await;
+                    let topic = DeviceTopic::Presence.for_device(s.signer.device());
+                    let online = s.online.clone();
+                    let _ = s.client.publish(topic, QoS::AtMostOnce, true, online).await;
                     let _ = to_driver.send(Inbound::Connected).await;
                 }
                 Ok(Event::Incoming(Incoming::Publish(p))) if p.topic == command_topic => {
@@ -307,7 +325,9 @@ pub async fn run(
                     if was_connected {
                         let _ = to_driver.send(Inbound::Disconnected(e.to_string())).await;
                     }
-                    if let Ok(will) = last_will(&s.signer, &s.agent_version) {
+                    // The next connection gets a fresh pair, numbered after everything so far.
+                    if let Ok((online, will)) = presence_pair(&s.signer, &s.agent_version) {
+                        s.online = online;
                         s.eventloop.mqtt_options.set_last_will(will);
                     }
                     let delay = backoff.next();
@@ -327,19 +347,6 @@ pub async fn run(
                 .publish(&report_topic, QoS::AtLeastOnce, false, head.clone());
             s.in_flight = sent.await.is_ok();
         }
-    }
-}
-
-async fn announce_online(client: &AsyncClient, signer: &Signer, agent_version: &str) {
-    let online = Presence {
-        device: signer.device().clone(),
-        issued: now(),
-        online: true,
-        agent_version: agent_version.to_string(),
-    };
-    if let Ok(payload) = signer.sign(&online, online.issued) {
-        let topic = DeviceTopic::Presence.for_device(signer.device());
-        let _ = client.publish(topic, QoS::AtMostOnce, true, payload).await;
     }
 }
 
