@@ -35,7 +35,10 @@ pub struct SlotPath {
 impl SlotPath {
     /// Slot `slot` at `path`.
     pub fn new(slot: Slot, path: impl Into<PathBuf>) -> Self {
-        Self { slot, path: path.into() }
+        Self {
+            slot,
+            path: path.into(),
+        }
     }
 }
 
@@ -119,15 +122,27 @@ pub enum SlotError {
 }
 
 fn at(offset: Option<u64>) -> String {
-    offset.map(|o| format!(" at offset {o}")).unwrap_or_default()
+    offset
+        .map(|o| format!(" at offset {o}"))
+        .unwrap_or_default()
 }
 
 impl SlotError {
     fn io(op: &'static str, slot: &SlotPath, offset: Option<u64>, source: io::Error) -> Self {
         if source.kind() == io::ErrorKind::StorageFull {
-            SlotError::DiskFull { op, slot: slot.clone(), offset: offset.unwrap_or(0), source }
+            SlotError::DiskFull {
+                op,
+                slot: slot.clone(),
+                offset: offset.unwrap_or(0),
+                source,
+            }
         } else {
-            SlotError::Io { op, slot: slot.clone(), offset, source }
+            SlotError::Io {
+                op,
+                slot: slot.clone(),
+                offset,
+                source,
+            }
         }
     }
 }
@@ -157,15 +172,26 @@ impl SlotWriter {
             .truncate(false)
             .open(&slot.path)
             .map_err(|e| SlotError::io("opening for writing", slot, None, e))?;
-        let meta = file.metadata().map_err(|e| SlotError::io("inspecting", slot, None, e))?;
-        let mut writer = Self { file, slot: slot.clone(), regular: meta.is_file(), offset: 0 };
+        let meta = file
+            .metadata()
+            .map_err(|e| SlotError::io("inspecting", slot, None, e))?;
+        let mut writer = Self {
+            file,
+            slot: slot.clone(),
+            regular: meta.is_file(),
+            offset: 0,
+        };
         if meta.file_type().is_block_device() {
             let capacity = writer
                 .file
                 .seek(SeekFrom::End(0))
                 .map_err(|e| SlotError::io("measuring", slot, None, e))?;
             if capacity < size {
-                return Err(SlotError::TooSmall { slot: slot.clone(), capacity, size });
+                return Err(SlotError::TooSmall {
+                    slot: slot.clone(),
+                    capacity,
+                    size,
+                });
             }
         }
         Ok(writer)
@@ -202,6 +228,18 @@ impl SlotWriter {
             .map_err(|e| SlotError::io("syncing", &self.slot, Some(self.offset), e))
     }
 
+    /// A handle that syncs this slot from another thread while writing goes on.
+    pub fn sync_handle(&self) -> Result<SlotSync, SlotError> {
+        let file = self
+            .file
+            .try_clone()
+            .map_err(|e| SlotError::io("duplicating the handle of", &self.slot, None, e))?;
+        Ok(SlotSync {
+            file,
+            slot: self.slot.clone(),
+        })
+    }
+
     /// Ends the write of an image of `size` bytes: a regular file gets exactly that length,
     /// then the data is synced.
     pub fn finish(mut self, size: u64) -> Result<(), SlotError> {
@@ -214,10 +252,32 @@ impl SlotWriter {
     }
 }
 
+/// Syncs a slot being written by a [`SlotWriter`], from another thread.
+#[derive(Debug)]
+pub struct SlotSync {
+    file: File,
+    slot: SlotPath,
+}
+
+impl SlotSync {
+    /// Makes everything written to the slot so far durable (fdatasync); `offset` is for the
+    /// error message: the position written up to when the sync began.
+    pub fn sync(&self, offset: u64) -> Result<(), SlotError> {
+        self.file
+            .sync_data()
+            .map_err(|e| SlotError::io("syncing", &self.slot, Some(offset), e))
+    }
+}
+
 /// Refuses when `slot` and `active` are the same file or device: same canonical path, same
 /// inode, or two device nodes for the same block device.
 fn refuse_active(slot: &SlotPath, active: &Path) -> Result<(), SlotError> {
-    let refuse = || Err(SlotError::IsActive { slot: slot.clone(), active: active.to_path_buf() });
+    let refuse = || {
+        Err(SlotError::IsActive {
+            slot: slot.clone(),
+            active: active.to_path_buf(),
+        })
+    };
     if canonical(&slot.path) == canonical(active) {
         return refuse();
     }
@@ -243,8 +303,14 @@ fn canonical(path: &Path) -> PathBuf {
     }
     match (path.parent(), path.file_name()) {
         (Some(dir), Some(name)) => {
-            let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-            fs::canonicalize(dir).map(|d| d.join(name)).unwrap_or_else(|_| path.to_path_buf())
+            let dir = if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                dir
+            };
+            fs::canonicalize(dir)
+                .map(|d| d.join(name))
+                .unwrap_or_else(|_| path.to_path_buf())
         }
         _ => path.to_path_buf(),
     }
@@ -259,7 +325,13 @@ pub fn hash_prefix(slot: &SlotPath, len: u64, hasher: &mut Sha256) -> Result<(),
     while done < len {
         let want = usize::try_from(len - done).map_or(READ_BUFFER, |r| r.min(READ_BUFFER));
         let n = match file.read(&mut buf[..want]) {
-            Ok(0) => return Err(SlotError::ShortRead { slot: slot.clone(), len: done, size: len }),
+            Ok(0) => {
+                return Err(SlotError::ShortRead {
+                    slot: slot.clone(),
+                    len: done,
+                    size: len,
+                });
+            }
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(SlotError::io("reading", slot, Some(done), e)),
@@ -323,12 +395,25 @@ mod tests {
         let e = verify_slot(&target, 11, &expected).unwrap_err();
         let actual = Sha256Digest::of(b"hello world");
         let msg = e.to_string();
-        assert!(msg.contains(&expected.to_hex()) && msg.contains(&actual.to_hex()), "{msg}");
+        assert!(
+            msg.contains(&expected.to_hex()) && msg.contains(&actual.to_hex()),
+            "{msg}"
+        );
         assert!(msg.contains("slot B") && msg.contains("b.img"), "{msg}");
         // Only `size` bytes count: the first five bytes do have the expected digest.
         verify_slot(&target, 5, &expected).unwrap();
         let e = verify_slot(&target, 12, &expected).unwrap_err();
-        assert!(matches!(e, SlotError::ShortRead { len: 11, size: 12, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                SlotError::ShortRead {
+                    len: 11,
+                    size: 12,
+                    ..
+                }
+            ),
+            "{e}"
+        );
     }
 
     /// The active slot is refused by path, through a symlink, and through `..`.
@@ -339,7 +424,11 @@ mod tests {
         fs::write(&active, b"running").unwrap();
         std::os::unix::fs::symlink(&active, dir.path().join("link")).unwrap();
         fs::create_dir(dir.path().join("sub")).unwrap();
-        for p in [active.clone(), dir.path().join("link"), dir.path().join("sub/../a.img")] {
+        for p in [
+            active.clone(),
+            dir.path().join("link"),
+            dir.path().join("sub/../a.img"),
+        ] {
             let e = SlotWriter::open(&SlotPath::new(Slot::A, &p), &active, 7).unwrap_err();
             assert!(matches!(e, SlotError::IsActive { .. }), "{p:?}: {e}");
             assert!(e.to_string().starts_with("refusing to write slot A"), "{e}");
@@ -358,6 +447,9 @@ mod tests {
         let e = w.write(&[1u8; 10]).unwrap_err();
         assert!(matches!(e, SlotError::DiskFull { .. }), "{e}");
         let msg = e.to_string();
-        assert!(msg.starts_with("disk full: writing slot B /dev/full at offset 0"), "{msg}");
+        assert!(
+            msg.starts_with("disk full: writing slot B /dev/full at offset 0"),
+            "{msg}"
+        );
     }
 }
