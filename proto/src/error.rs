@@ -20,7 +20,7 @@ pub enum Error {
     },
     /// The input is not strict JSON (duplicate keys and non-integer numbers included).
     #[error("malformed JSON: {0}")]
-    Json(#[from] JsonError),
+    Json(JsonError),
     /// The JSON is not a signed envelope, or a field has the wrong form.
     #[error("malformed {what}: {detail}")]
     Malformed {
@@ -161,4 +161,12 @@ pub enum Error {
         /// The size of the image.
         actual: u64,
     },
+}
+
+// By hand rather than `#[from]`, which would also make the JSON error this error's source and
+// have error-chain printers repeat its text after the message that already contains it.
+impl From<JsonError> for Error {
+    fn from(e: JsonError) -> Self {
+        Error::Json(e)
+    }
 }
