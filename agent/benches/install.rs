@@ -50,6 +50,22 @@ fn main() {
         assert!(out.starts_with(&digest.to_hex()), "sha256sum printed {out}");
     }
 
+    // The hashing ceiling: OpenSSL's SHA-256 uses SHA-NI like the sha2 crate does, while
+    // coreutils' sha256sum (without OpenSSL) does not. Skipped when openssl is absent.
+    let mut openssl_times = Vec::new();
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let Ok(out) = Command::new("openssl")
+            .args(["dgst", "-sha256"])
+            .arg(&file)
+            .output()
+        else {
+            break;
+        };
+        openssl_times.push(start.elapsed());
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&digest.to_hex()));
+    }
+
     let mut install_times = Vec::new();
     let mut fetch_times = Vec::new();
     let mut verify_times = Vec::new();
@@ -98,6 +114,14 @@ fn main() {
         hash.as_secs_f64(),
         rate(hash)
     );
+    if !openssl_times.is_empty() {
+        let t = median(&mut openssl_times);
+        println!(
+            "  openssl dgst -sha256 {:>8.3} s  {:>7.1} MiB/s",
+            t.as_secs_f64(),
+            rate(t)
+        );
+    }
     println!(
         "  install (child)      {:>8.3} s  {:>7.1} MiB/s",
         install.as_secs_f64(),

@@ -39,7 +39,12 @@ pub(super) fn open(
     let stall = options.stall_timeout;
     let response = request
         .call()
-        .map_err(|e| classify(url, stall, size, e).with_received(offset))?;
+        .map_err(|e| match classify(url, stall, size, e) {
+            // No response at all (DNS, connect, handshake or send failed): the server was not
+            // reached.
+            DownloadError::Network { url, detail } => DownloadError::Unreachable { url, detail },
+            other => other.with_received(offset),
+        })?;
     let header = |name: &str| {
         response
             .headers()
@@ -203,6 +208,13 @@ pub(super) fn classify(url: &str, stall: Duration, size: u64, e: ureq::Error) ->
             url: url_s,
             detail: format!("timeout: {t}"),
         },
+        // rustls reports certificate and handshake failures as I/O errors wrapping its own.
+        ureq::Error::Io(io) if io.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+            DownloadError::Tls {
+                url: url_s,
+                detail: io.to_string(),
+            }
+        }
         ureq::Error::Io(io) => match io.kind() {
             io::ErrorKind::ConnectionRefused
             | io::ErrorKind::HostUnreachable

@@ -1,9 +1,24 @@
 //! Test support for the download tests: a small HTTP/1.1 file server whose misbehaviour each
 //! test controls, and helpers for slots and images.
 //!
-//! The server is std only (a `TcpListener` on 127.0.0.1:0 and one thread per connection). It
-//! serves one file at any path but `/missing`, honours `Range: bytes=N-` with `206` and
-//! `Content-Range`, closes every connection after one response, and records every request.
+//! The server is a `TcpListener` on 127.0.0.1:0 with one thread per connection, plain or in
+//! TLS (rustls). It serves one file at any path but `/missing`, honours `Range: bytes=N-` with
+//! `206` and `Content-Range`, closes every connection after one response, and records every
+//! request.
+//!
+//! `tls/` holds a test CA certificate (`ca.pem`, its key discarded) and the server's
+//! certificate and key for IP 127.0.0.1, valid until 2126. They were made with:
+//!
+//! ```text
+//! openssl ecparam -name prime256v1 -genkey -noout -out ca.key
+//! openssl req -x509 -new -key ca.key -sha256 -days 36500 -subj "/CN=Swell test CA" \
+//!   -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign" -out ca.pem
+//! openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out server.key
+//! openssl req -new -key server.key -subj "/CN=127.0.0.1" -out server.csr
+//! openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -days 36500 -sha256 -out server.pem \
+//!   -extfile <(printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n%s\n%s\n' \
+//!     extendedKeyUsage=serverAuth subjectAltName=IP:127.0.0.1,DNS:localhost)
+//! ```
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{BufRead as _, BufReader, Read, Write};
@@ -57,14 +72,45 @@ struct Shared {
 /// A running test server; dropping it stops it and releases stalled connections.
 pub struct TestServer {
     addr: SocketAddr,
+    tls: bool,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
     accept: Option<JoinHandle<()>>,
 }
 
 impl TestServer {
-    /// Serves `file` with `behaviour` on 127.0.0.1 and an ephemeral port.
+    /// Serves `file` with `behaviour` over HTTP on 127.0.0.1 and an ephemeral port.
     pub fn start(file: Vec<u8>, behaviour: Behaviour) -> Self {
+        Self::spawn(file, behaviour, None)
+    }
+
+    /// Serves `file` with `behaviour` over HTTPS, with the certificate in `support/tls/`
+    /// (for 127.0.0.1, issued by the CA in [`TestServer::ca_file`]).
+    pub fn start_tls(file: Vec<u8>, behaviour: Behaviour) -> Self {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let dir = tls_dir();
+        let certs = CertificateDer::pem_file_iter(dir.join("server.pem"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
+        Self::spawn(file, behaviour, Some(Arc::new(config)))
+    }
+
+    /// The CA that issued the HTTPS server's certificate.
+    pub fn ca_file() -> PathBuf {
+        tls_dir().join("ca.pem")
+    }
+
+    fn spawn(file: Vec<u8>, behaviour: Behaviour, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
@@ -75,6 +121,7 @@ impl TestServer {
             wake: Condvar::new(),
         });
         let stop = Arc::new(AtomicBool::new(false));
+        let is_tls = tls.is_some();
         let accept = {
             let (shared, stop) = (shared.clone(), stop.clone());
             thread::spawn(move || {
@@ -83,13 +130,14 @@ impl TestServer {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
-                    let shared = shared.clone();
-                    thread::spawn(move || serve(stream, &shared));
+                    let (shared, tls) = (shared.clone(), tls.clone());
+                    thread::spawn(move || serve(stream, &shared, tls));
                 }
             })
         };
         Self {
             addr,
+            tls: is_tls,
             shared,
             stop,
             accept: Some(accept),
@@ -98,7 +146,8 @@ impl TestServer {
 
     /// The URL of the served file.
     pub fn url(&self) -> String {
-        format!("http://{}/image.bin", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/image.bin", self.addr)
     }
 
     /// A URL the server answers with 404 whatever its behaviour.
@@ -130,13 +179,38 @@ impl Drop for TestServer {
     }
 }
 
-/// Answers one request on `stream`, then closes it.
-fn serve(stream: TcpStream, shared: &Shared) {
+/// Answers one request on `stream` (in TLS if `tls` is set), then closes it.
+fn serve(stream: TcpStream, shared: &Shared, tls: Option<Arc<rustls::ServerConfig>>) {
     let _ = stream.set_nodelay(true);
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    match tls {
+        None => {
+            let mut stream = stream;
+            handle(&mut stream, shared);
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        Some(config) => {
+            let Ok(conn) = rustls::ServerConnection::new(config) else {
+                return;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, stream);
+            if handle(&mut tls, shared) {
+                // A clean end; a truncation or stall ends without close_notify, as a cut
+                // connection would.
+                tls.conn.send_close_notify();
+                let _ = tls.flush();
+            }
+            let _ = tls.sock.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// Reads one request and answers it; returns whether the response was sent as intended (not
+/// cut short by the behaviour).
+fn handle<S: Read + Write>(stream: &mut S, shared: &Shared) -> bool {
+    let mut reader = BufReader::new(&mut *stream);
     let mut request_line = String::new();
     if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-        return;
+        return false;
     }
     let path = request_line
         .split_whitespace()
@@ -147,7 +221,7 @@ fn serve(stream: TcpStream, shared: &Shared) {
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
+            return false;
         }
         let line = line.trim_end();
         if line.is_empty() {
@@ -159,22 +233,25 @@ fn serve(stream: TcpStream, shared: &Shared) {
             range = Some(value.trim().to_string());
         }
     }
+    drop(reader);
     let behaviour = *shared.behaviour.lock().unwrap();
-    let mut out = stream;
-    let (status, body_bytes) = respond(&mut out, shared, behaviour, &path, range.as_deref());
+    let (status, body_bytes) = respond(stream, shared, behaviour, &path, range.as_deref());
     shared.log.lock().unwrap().push(Logged {
         path,
         range,
         status,
         body_bytes,
     });
-    let _ = out.flush();
-    let _ = out.shutdown(Shutdown::Both);
+    let _ = stream.flush();
+    !matches!(
+        behaviour,
+        Behaviour::TruncateAfter(_) | Behaviour::StallAfter(_)
+    )
 }
 
 /// Writes the response; returns the status and the body bytes written.
 fn respond(
-    out: &mut TcpStream,
+    out: &mut dyn Write,
     shared: &Shared,
     behaviour: Behaviour,
     path: &str,
@@ -257,6 +334,10 @@ fn respond(
         }
     }
     (status, sent)
+}
+
+fn tls_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/tls")
 }
 
 fn to_usize(n: u64) -> usize {
