@@ -162,13 +162,15 @@ pub struct SlotWriter {
 
 impl SlotWriter {
     /// Opens `slot` for writing an image of `size` bytes, refusing if it is the same file or
-    /// device as `active`. A missing regular file is created. Writing starts at offset 0.
+    /// device as `active`. A missing slot file is created (a simulated board's first image),
+    /// except under `/dev`: a missing device node is a configuration error, and creating a
+    /// file there would fill a RAM-backed filesystem. Writing starts at offset 0.
     pub fn open(slot: &SlotPath, active: &Path, size: u64) -> Result<Self, SlotError> {
         refuse_active(slot, active)?;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(true)
+            .create(!slot.path.starts_with("/dev"))
             .truncate(false)
             .open(&slot.path)
             .map_err(|e| SlotError::io("opening for writing", slot, None, e))?;
@@ -434,6 +436,20 @@ mod tests {
             assert!(e.to_string().starts_with("refusing to write slot A"), "{e}");
         }
         assert_eq!(fs::read(&active).unwrap(), b"running");
+    }
+
+    /// A missing device node is an error, not a file created under /dev.
+    #[test]
+    fn does_not_create_device_nodes() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = SlotPath::new(Slot::B, "/dev/swell-test-no-such-slot");
+        let e = SlotWriter::open(&missing, &dir.path().join("a.img"), 10).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("opening for writing slot B /dev/swell-test"),
+            "{e}"
+        );
+        assert!(!missing.path.exists());
     }
 
     /// ENOSPC is reported as "disk full" with the slot and the offset.
