@@ -4,9 +4,21 @@
 //! async driver runs it on a blocking thread and retries the errors that
 //! [`DownloadError::is_transient`] says are worth retrying.
 //!
-//! The image never sits in memory: it goes through one [`CHUNK`]-sized buffer into the slot
-//! and the hasher. The manifest's size caps what is accepted and its digest decides whether
-//! the download succeeded.
+//! The image never sits in memory: it streams through three [`CHUNK`]-sized buffers into the
+//! slot and the hasher. The manifest's size caps what is accepted and its digest decides
+//! whether the download succeeded.
+//!
+//! Three threads share the work so that network, CPU and disk overlap (docs/benchmarks.md):
+//!
+//! ```text
+//! readahead thread          calling thread                       checkpoint thread
+//! source ──read──▶ buffer ──▶ pwrite into slot, SHA-256 update ──▶ fdatasync slot,
+//!          (≤ 3 buffers)      every checkpoint_every: mark ───────▶ write checkpoint
+//! ```
+//!
+//! `cancel` is checked by the reader between reads and by the calling thread between chunks;
+//! on cancellation or a transient failure the calling thread syncs and checkpoints what was
+//! written, so a retry continues from there.
 //!
 //! Resume. Every [`FetchOptions::checkpoint_every`] bytes the slot is synced and then a
 //! checkpoint file records how far the durable data goes:
