@@ -9,6 +9,7 @@ pub mod keys;
 pub mod output;
 pub mod release;
 pub mod rootcmd;
+pub mod store;
 pub mod when;
 
 pub use error::Error;
