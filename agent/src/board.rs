@@ -11,6 +11,8 @@
 //!    boot: the ROM goes round again (so bootcount rises), as a watchdog reset would.
 //! 4. Start the agent with the boot id and slot in its environment. Exit code
 //!    [`REBOOT_EXIT_CODE`] is a reboot; death by a signal is a power cut; both go round again.
+//!    A power-cut plan (`SWELL_FAULT_KILL_AT`) is passed to the agent of one boot only,
+//!    `SWELL_FAULT_BOOT` (default 1), counting the boots that reach the agent.
 //!
 //! Image behaviours: `healthy`, `unhealthy` (boots, but its health check fails), `crash`
 //! (never reaches the agent), `slow-<ms>` (boots after a delay).
@@ -136,6 +138,12 @@ pub async fn run(
     })?;
     let mut first = (!first_boot.is_empty()).then(|| first_boot.to_vec());
     let mut failed_boots = 0;
+    // The agent start that a power-cut plan applies to (see `faults`).
+    let fault_boot: u32 = std::env::var(faults::BOOT_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut agent_starts = 0u32;
     loop {
         let slot = boot_rom(&mut store, &vars)?;
         let slot_path = match slot {
@@ -177,8 +185,9 @@ pub async fn run(
             .env(BOARD_SLOT_ENV, if slot == Slot::A { "a" } else { "b" })
             .env(BEHAVIOUR_ENV, &behaviour)
             .kill_on_drop(true);
-        if !is_first {
-            // A power-cut plan applies to the first boot only; the reboots must recover.
+        agent_starts += 1;
+        if agent_starts != fault_boot {
+            // A power-cut plan applies to one boot only; the reboots must recover.
             command.env_remove(faults::KILL_AT_ENV);
         }
         let status = command.status().await.map_err(|source| BoardError::Io {

@@ -6,6 +6,10 @@
 //! turn (MCUboot's simulator does the same for flash operations). With
 //! `SWELL_FAULT_TRACE=1`, each point is printed to stderr, which is how a test learns how many
 //! points an update has. Unset, each call costs one atomic increment.
+//!
+//! Points are counted per process, that is per boot of the agent. On the simulated board the
+//! plan applies to one boot only, `SWELL_FAULT_BOOT` (default 1, the first agent the board
+//! starts); the boot ROM removes it from the others, so the reboots after the cut recover.
 
 use std::process::Command;
 use std::sync::OnceLock;
@@ -13,6 +17,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The environment variable naming the write point to die at.
 pub const KILL_AT_ENV: &str = "SWELL_FAULT_KILL_AT";
+
+/// The environment variable naming the board boot (1 = the first agent the simulated board
+/// starts) whose agent [`KILL_AT_ENV`] applies to.
+pub const BOOT_ENV: &str = "SWELL_FAULT_BOOT";
 
 /// The environment variable that turns on tracing of write points.
 pub const TRACE_ENV: &str = "SWELL_FAULT_TRACE";
