@@ -252,6 +252,10 @@ pub struct DownloadConfig {
     /// Attempts for transient failures before the update fails.
     #[serde(default = "default_attempts")]
     pub attempts: u32,
+    /// Bytes between download checkpoints (slot synced, resume point recorded). The download
+    /// reads 1 MiB at a time, so values below that checkpoint after every read.
+    #[serde(default = "default_checkpoint_bytes")]
+    pub checkpoint_bytes: u64,
 }
 
 impl Default for DownloadConfig {
@@ -260,8 +264,13 @@ impl Default for DownloadConfig {
             connect_timeout_secs: default_connect_timeout(),
             stall_timeout_secs: default_stall_timeout(),
             attempts: default_attempts(),
+            checkpoint_bytes: default_checkpoint_bytes(),
         }
     }
+}
+
+fn default_checkpoint_bytes() -> u64 {
+    crate::download::CHECKPOINT_EVERY
 }
 
 fn default_connect_timeout() -> u64 {
@@ -350,6 +359,9 @@ impl Config {
         }
         if self.download.attempts == 0 {
             return Err(invalid("download.attempts", "must be at least 1"));
+        }
+        if self.download.checkpoint_bytes == 0 {
+            return Err(invalid("download.checkpoint_bytes", "must be at least 1"));
         }
         Ok(())
     }

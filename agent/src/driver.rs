@@ -557,6 +557,7 @@ impl Agent {
         request.options = FetchOptions {
             connect_timeout: Duration::from_secs(d.connect_timeout_secs),
             stall_timeout: Duration::from_secs(d.stall_timeout_secs),
+            checkpoint_every: d.checkpoint_bytes,
             ..request.options
         };
         let attempts = d.attempts;
