@@ -437,6 +437,7 @@ impl Agent {
             // Late results of cancelled work, or events the state ignores.
             Err(_) => return Ok(()),
         };
+        let kept = (self.p.slots.clone(), self.p.security_version);
         let previous = std::mem::replace(&mut self.p.state, next);
         self.bookkeep(&previous);
         let mut reports = Vec::new();
@@ -450,8 +451,15 @@ impl Agent {
                 reports.push(payload);
             }
         }
-        // Persist the intent before any side effect.
-        self.journal.store(&self.p)?;
+        // Persist the intent before any side effect. A step that changed nothing (a tick, a
+        // restart that resumes) is not written again: the journal would otherwise be rewritten
+        // every second on flash.
+        let changed = previous != self.p.state
+            || !reports.is_empty()
+            || kept != (self.p.slots.clone(), self.p.security_version);
+        if changed {
+            self.journal.store(&self.p)?;
+        }
         for payload in reports {
             self.send(Outbound::Report(payload));
         }
