@@ -505,12 +505,13 @@ impl Agent {
                     Err(e) => Event::StepFailed(format!("verification: {e}")),
                 });
             }
-            Action::ArmTrial(slot) => {
-                if let Err(e) = self.boot.control.arm_trial(slot) {
-                    self.queue
-                        .push_back(Event::StepFailed(format!("arming the trial boot: {e}")));
-                }
-            }
+            Action::ArmTrial(slot) => match self.boot.control.arm_trial(slot) {
+                // The machine records the arm only now that it is on disk.
+                Ok(()) => self.queue.push_back(Event::TrialArmed),
+                Err(e) => self
+                    .queue
+                    .push_back(Event::StepFailed(format!("arming the trial boot: {e}"))),
+            },
             Action::BootNormally(slot) => {
                 if let Err(e) = self.boot.control.boot_normally(slot) {
                     self.queue

@@ -275,7 +275,9 @@ enum StateRecord {
     },
     Installed {
         job: JobRecord,
-        armed_boot: String,
+        /// Absent while the trial is being armed (see `State::Installed`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        armed_boot: Option<String>,
     },
     Trial {
         job: JobRecord,
@@ -347,7 +349,7 @@ impl From<&State> for StateRecord {
             State::Verifying(j) => Self::Verifying { job: j.into() },
             State::Installed(j, b) => Self::Installed {
                 job: j.into(),
-                armed_boot: b.0.clone(),
+                armed_boot: b.as_ref().map(|b| b.0.clone()),
             },
             State::Trial(j, d) => Self::Trial {
                 job: j.into(),
@@ -378,7 +380,7 @@ impl StateRecord {
             Self::Downloading { job } => State::Downloading(job.into_job()?),
             Self::Verifying { job } => State::Verifying(job.into_job()?),
             Self::Installed { job, armed_boot } => {
-                State::Installed(job.into_job()?, BootId(armed_boot))
+                State::Installed(job.into_job()?, armed_boot.map(BootId))
             }
             Self::Trial { job, deadline } => State::Trial(job.into_job()?, deadline),
             Self::Reverting {
@@ -481,7 +483,8 @@ mod tests {
             State::Idle,
             State::Downloading(j.clone()),
             State::Verifying(j.clone()),
-            State::Installed(j.clone(), b.clone()),
+            State::Installed(j.clone(), None),
+            State::Installed(j.clone(), Some(b.clone())),
             State::Trial(j.clone(), Timestamp::from_unix(99)),
             State::Reverting(j.clone(), b.clone(), "probe failed".into()),
             State::Committed(j.clone()),

@@ -79,8 +79,11 @@ pub enum State {
     Downloading(Job),
     /// Re-reading `job.slot` to check its digest.
     Verifying(Job),
-    /// Trial boot of `job.slot` armed during boot `BootId`; reboot pending.
-    Installed(Job, BootId),
+    /// `job.slot` verified; the trial boot is being armed (`None`) or was armed during boot
+    /// `BootId` and the reboot is pending. The arm is recorded only once it is on disk, so
+    /// after a power cut `None` means "not known to be armed": arm again rather than take the
+    /// old slot for a bootloader fallback.
+    Installed(Job, Option<BootId>),
     /// Booted `job.slot` on trial; health must pass before the deadline.
     Trial(Job, Timestamp),
     /// Going back to `job.previous.slot` for the reason given; armed during boot `BootId`.
@@ -104,6 +107,8 @@ pub enum Event {
     Downloaded,
     /// Re-reading the slot gave the expected digest.
     Verified,
+    /// The trial boot is armed in the boot environment (on disk).
+    TrialArmed,
     /// The current step failed (download, write, verification, arming).
     StepFailed(String),
     /// Every health check passed through the soak period.
@@ -259,6 +264,7 @@ impl Event {
             Event::Install(_) => "install",
             Event::Downloaded => "download complete",
             Event::Verified => "verification passed",
+            Event::TrialArmed => "trial armed",
             Event::StepFailed(_) => "step failure",
             Event::HealthPassed => "health passed",
             Event::HealthFailed(_) => "health failure",
@@ -321,9 +327,12 @@ pub fn step(state: &State, event: Event, ctx: Ctx<'_>) -> Result<Step, Disallowe
             ],
         ),
         (S::Verifying(job), E::Verified) => (
-            S::Installed(job.clone(), ctx.boot.clone()),
+            S::Installed(job.clone(), None),
+            vec![Action::ArmTrial(job.slot)],
+        ),
+        (S::Installed(job, None), E::TrialArmed) => (
+            S::Installed(job.clone(), Some(ctx.boot.clone())),
             vec![
-                Action::ArmTrial(job.slot),
                 report(UpdateState::Installed, job, job.previous.clone(), None),
                 Action::Reboot,
             ],
@@ -347,7 +356,20 @@ pub fn step(state: &State, event: Event, ctx: Ctx<'_>) -> Result<Step, Disallowe
         (S::Idle | S::Failed(..) | S::RolledBack(..), E::Booted(_)) => (state.clone(), vec![]),
         (S::Downloading(job), E::Booted(_)) => (state.clone(), vec![Action::Download(job.clone())]),
         (S::Verifying(job), E::Booted(_)) => (state.clone(), vec![Action::VerifySlot(job.clone())]),
-        (S::Installed(job, armed), E::Booted(boot)) => {
+        (S::Installed(job, None), E::Booted(boot)) => {
+            if boot.slot == job.slot && boot.trial {
+                // The arm reached the disk just before the power cut, and the trial is on:
+                // report the installed state that was not reported yet, then the trial.
+                let (next, mut actions) = start_trial(job, ctx);
+                let installed = report(UpdateState::Installed, job, job.previous.clone(), None);
+                actions.insert(0, installed);
+                (next, actions)
+            } else {
+                // The arm may never have reached the disk: arm (again) before rebooting.
+                (state.clone(), vec![Action::ArmTrial(job.slot)])
+            }
+        }
+        (S::Installed(job, Some(armed)), E::Booted(boot)) => {
             installed_booted(state, job, armed, &boot, ctx)
         }
         (S::Trial(job, deadline), E::Booted(boot)) => {
@@ -464,19 +486,24 @@ fn installed_booted(
         );
     }
     if boot.slot == job.slot && boot.trial {
-        let deadline = ctx.now.plus_secs(ctx.settings.health_deadline_secs);
-        let running = State::Trial(job.clone(), deadline).running(&job.previous);
-        return (
-            State::Trial(job.clone(), deadline),
-            vec![
-                report(UpdateState::Trial, job, running, None),
-                Action::StartHealthChecks(deadline),
-            ],
-        );
+        return start_trial(job, ctx);
     }
     rolled_back(
         job,
         String::from("the new image did not come up and the bootloader fell back"),
+    )
+}
+
+/// The new image booted on trial: report it and start the health checks.
+fn start_trial(job: &Job, ctx: Ctx<'_>) -> Step {
+    let deadline = ctx.now.plus_secs(ctx.settings.health_deadline_secs);
+    let running = State::Trial(job.clone(), deadline).running(&job.previous);
+    (
+        State::Trial(job.clone(), deadline),
+        vec![
+            report(UpdateState::Trial, job, running, None),
+            Action::StartHealthChecks(deadline),
+        ],
     )
 }
 
@@ -549,8 +576,11 @@ mod tests {
         assert_eq!(s, State::Verifying(j.clone()));
         assert_eq!(reports(&a), [UpdateState::Verifying]);
         let (s, a) = run(&s, Event::Verified, "b1", 2).unwrap();
-        assert_eq!(s, State::Installed(j.clone(), boot("b1")));
-        assert_eq!(a.first(), Some(&Action::ArmTrial(Slot::B)));
+        assert_eq!(s, State::Installed(j.clone(), None));
+        assert_eq!(a, [Action::ArmTrial(Slot::B)]);
+        let (s, a) = run(&s, Event::TrialArmed, "b1", 2).unwrap();
+        assert_eq!(s, State::Installed(j.clone(), Some(boot("b1"))));
+        assert_eq!(reports(&a), [UpdateState::Installed]);
         assert_eq!(a.last(), Some(&Action::Reboot));
         let booted = BootInfo {
             boot_id: boot("b2"),
@@ -605,7 +635,10 @@ mod tests {
         let j = job();
         let s = State::Trial(j.clone(), Timestamp::from_unix(700));
         let last_quiet = 700 + DEADLINE_GRACE_SECS - 1;
-        assert_eq!(run(&s, Event::Tick, "b2", last_quiet).unwrap(), (s.clone(), vec![]));
+        assert_eq!(
+            run(&s, Event::Tick, "b2", last_quiet).unwrap(),
+            (s.clone(), vec![])
+        );
         let (next, _) = run(&s, Event::Tick, "b2", last_quiet + 1).unwrap();
         assert!(matches!(next, State::Reverting(_, _, ref r) if r.contains("deadline")));
     }
@@ -615,7 +648,7 @@ mod tests {
     #[test]
     fn restart_before_reboot_rearms() {
         let j = job();
-        let s = State::Installed(j.clone(), boot("b1"));
+        let s = State::Installed(j.clone(), Some(boot("b1")));
         let same = BootInfo {
             boot_id: boot("b1"),
             slot: Slot::A,
@@ -626,12 +659,38 @@ mod tests {
         assert_eq!(a, [Action::ArmTrial(Slot::B), Action::Reboot]);
     }
 
+    /// A power cut after `Installed` was persisted but before the arm reached the boot
+    /// environment: the device comes back on the old slot with a new boot id, which is not a
+    /// bootloader fallback. The machine arms again; had the arm reached the disk, the device
+    /// is on the new slot on trial and the trial starts.
+    #[test]
+    fn cut_before_the_arm_is_on_disk_arms_again() {
+        let j = job();
+        let s = State::Installed(j.clone(), None);
+        let old_slot = BootInfo {
+            boot_id: boot("b2"),
+            slot: Slot::A,
+            trial: false,
+        };
+        let (next, a) = run(&s, Event::Booted(old_slot), "b2", 5).unwrap();
+        assert_eq!(next, s);
+        assert_eq!(a, [Action::ArmTrial(Slot::B)]);
+        let on_trial = BootInfo {
+            boot_id: boot("b2"),
+            slot: Slot::B,
+            trial: true,
+        };
+        let (next, a) = run(&s, Event::Booted(on_trial), "b2", 5).unwrap();
+        assert!(matches!(next, State::Trial(..)), "{next:?}");
+        assert_eq!(reports(&a), [UpdateState::Installed, UpdateState::Trial]);
+    }
+
     /// The new image never came up: the bootloader fell back to slot A by itself, and the
     /// agent reports RolledBack with the version actually running.
     #[test]
     fn bootloader_fallback_is_reported() {
         let j = job();
-        let s = State::Installed(j.clone(), boot("b1"));
+        let s = State::Installed(j.clone(), Some(boot("b1")));
         let fell_back = BootInfo {
             boot_id: boot("b4"),
             slot: Slot::A,
@@ -711,7 +770,8 @@ mod tests {
         for s in [
             State::Downloading(j.clone()),
             State::Verifying(j.clone()),
-            State::Installed(j.clone(), boot("b1")),
+            State::Installed(j.clone(), None),
+            State::Installed(j.clone(), Some(boot("b1"))),
             State::Trial(j.clone(), Timestamp::from_unix(9)),
             State::Reverting(j.clone(), boot("b1"), "x".into()),
         ] {
@@ -736,7 +796,7 @@ mod tests {
     fn cancel_only_before_reboot() {
         let j = job();
         let (s, a) = run(
-            &State::Installed(j.clone(), boot("b1")),
+            &State::Installed(j.clone(), Some(boot("b1"))),
             Event::Cancel,
             "b1",
             0,
