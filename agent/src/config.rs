@@ -285,6 +285,21 @@ fn default_attempts() -> u32 {
     5
 }
 
+/// The parser's message on one line, prefixed with where: its `Display` is a multi-line
+/// snippet, and the agent reports an error as one line on stderr.
+fn one_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().replace('\n', "; ");
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
 impl Config {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -299,7 +314,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            detail: e.to_string(),
+            detail: one_line(text, &e),
         })?;
         config.validate(path)?;
         Ok(config)
@@ -426,7 +441,9 @@ fw_env_config = "/etc/fw_env.config"
     #[test]
     fn refuses_bad_configs() {
         let unknown = format!("{BASE}\ncolour = \"blue\"\n");
-        assert!(parse(&unknown).unwrap_err().to_string().contains("colour"));
+        let e = parse(&unknown).unwrap_err().to_string();
+        assert!(e.contains("colour") && e.contains(", column "), "{e}");
+        assert!(!e.contains('\n'), "not one line: {e}");
         let bad_id = BASE.replace("gw-1", "gw/1");
         assert!(
             parse(&bad_id)
