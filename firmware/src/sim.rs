@@ -151,6 +151,12 @@ impl<const WRITE: usize, const ERASE: usize> SimFlash<WRITE, ERASE> {
         }
     }
 
+    /// XORs `mask` into the byte at `offset` without counting an operation: flash decay, or
+    /// someone writing where they should not.
+    pub fn flip(&mut self, offset: usize, mask: u8) {
+        self.data[offset] ^= mask;
+    }
+
     /// The raw contents.
     pub fn bytes(&self) -> &[u8] {
         &self.data

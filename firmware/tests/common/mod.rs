@@ -61,6 +61,19 @@ pub fn small() -> (Flash, Layout) {
     (flash, layout)
 }
 
+/// The smoke test's geometry: ACTIVE 64 pages (256 KiB), DFU 65, STATE 2 × 1 page.
+pub fn large() -> (Flash, Layout) {
+    let flash = Flash::new(131 * PAGE as usize);
+    let layout = Layout::new(
+        &flash,
+        Region::new(0, 64 * PAGE),
+        Region::new(64 * PAGE, 65 * PAGE),
+        Region::new(129 * PAGE, 2 * PAGE),
+    )
+    .unwrap();
+    (flash, layout)
+}
+
 /// Pseudo-random payload bytes with some erased-looking runs, as real images have.
 pub fn payload(len: usize, seed: u64) -> Vec<u8> {
     let mut rng = SimRng::new(seed);

@@ -10,7 +10,9 @@ use swell_firmware::update::{Config, Updater};
 use swell_firmware::{Booted, Bootloader, Layout, Phase};
 
 use super::link::{Faults, Loopback};
-use super::{Flash, NEW, OLD, anchor_static, hardware, image, provision, region, small};
+use super::{
+    Flash, NEW, OLD, Spec, anchor_static, hardware, image, large, provision, region, small,
+};
 
 /// What the new image does once booted on trial.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,13 +45,33 @@ pub struct Images {
     pub layout: Layout,
 }
 
-/// The two images and a freshly provisioned flash, built once per test process.
+/// The two images and a freshly provisioned flash of the sweep's small geometry, built
+/// once per test process.
 pub fn images() -> &'static Images {
     static IMAGES: OnceLock<Images> = OnceLock::new();
+    IMAGES.get_or_init(|| build(small(), OLD, NEW))
+}
+
+/// The same on a larger flash: 256 KiB of ACTIVE, images of about 150 and 200 KiB.
+pub fn large_images() -> &'static Images {
+    static IMAGES: OnceLock<Images> = OnceLock::new();
     IMAGES.get_or_init(|| {
-        let (mut template, layout) = small();
-        let old = image(OLD);
-        let new = image(NEW);
+        let old = Spec {
+            payload_len: 150_000,
+            ..OLD
+        };
+        let new = Spec {
+            payload_len: 200_000,
+            ..NEW
+        };
+        build(large(), old, new)
+    })
+}
+
+fn build((mut template, layout): (Flash, Layout), old: Spec, new: Spec) -> Images {
+    {
+        let old = image(old);
+        let new = image(new);
         provision(&mut template, &layout, &old);
         let digest = |img: &[u8]| {
             swell_firmware::ImageHeader::parse(img)
@@ -64,10 +86,11 @@ pub fn images() -> &'static Images {
             template,
             layout,
         }
-    })
+    }
 }
 
 pub struct World {
+    pub images: &'static Images,
     pub flash: Flash,
     pub layout: Layout,
     pub script: Script,
@@ -86,8 +109,17 @@ pub fn config() -> Config<'static> {
 
 impl World {
     pub fn new(script: Script) -> Self {
-        let i = images();
+        Self::on(images(), script)
+    }
+
+    /// A world on the larger geometry.
+    pub fn large(script: Script) -> Self {
+        Self::on(large_images(), script)
+    }
+
+    fn on(i: &'static Images, script: Script) -> Self {
         Self {
+            images: i,
             flash: i.template.clone(),
             layout: i.layout,
             script,
@@ -109,7 +141,7 @@ impl World {
     /// built (so verified independently of the bootloader's own check), and a committed
     /// counter that never goes down, nor up without a commit.
     fn check_booted(&mut self, b: &Booted) {
-        let i = images();
+        let i = self.images;
         let img = if b.header.manifest_digest == i.new_digest {
             &i.new
         } else {
@@ -138,7 +170,7 @@ impl World {
 
     /// Runs the scenario from the flash's current state until its end or a power cut.
     pub fn run(&mut self) -> End {
-        let i = images();
+        let i = self.images;
         for _ in 0..40 {
             let booted = match self.boot() {
                 Ok(b) => b,
@@ -186,7 +218,7 @@ impl World {
 
     /// Boots once more and checks the scenario's end state.
     pub fn check_final(&mut self) {
-        let i = images();
+        let i = self.images;
         let b = self.boot().expect("the final boot");
         assert!(!b.trial);
         match self.script {
@@ -194,11 +226,19 @@ impl World {
                 assert_eq!(b.header.manifest_digest, i.new_digest);
                 assert_eq!(b.phase, Phase::Committed);
                 assert_eq!(b.committed_counter, NEW.counter);
+                assert_eq!(
+                    &region(&self.flash, self.layout.active(), i.new.len()),
+                    &i.new
+                );
             }
             Script::Revert => {
                 assert_eq!(b.header.manifest_digest, i.old_digest);
                 assert_eq!(b.phase, Phase::Reverted);
                 assert_eq!(b.committed_counter, OLD.counter);
+                assert_eq!(
+                    &region(&self.flash, self.layout.active(), i.old.len()),
+                    &i.old
+                );
             }
         }
         self.check_booted(&b);
