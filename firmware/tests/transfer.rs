@@ -49,7 +49,6 @@ fn a_reset_resumes_at_the_last_confirmed_page() {
         3 * 4096,
         "resumes at the start of the page the cut interrupted"
     );
-    drop(up);
     let ops = w.flash.ops();
     w.send(&img).unwrap();
     // The rest only: 5 pages' worth of image minus the 3 confirmed.
