@@ -9,6 +9,7 @@ pub mod keys;
 pub mod output;
 pub mod release;
 pub mod rootcmd;
+pub mod service;
 pub mod store;
 pub mod when;
 
