@@ -56,7 +56,10 @@ impl Rng {
 #[derive(Debug, Default)]
 struct Stats {
     kills: u64,
+    /// Kills before the writer reported the store open.
     kills_while_opening: u64,
+    /// Of those, kills of a writer recovering a crashed store.
+    kills_while_recovering: u64,
     /// `ack` lines: commits that returned Ok before the kill.
     acknowledged: u64,
     /// Acknowledged batches missing after a reopen (summed over reopens).
@@ -93,11 +96,13 @@ impl Stats {
             |d: Option<Duration>| d.map_or("-".into(), |d| format!("{:.1}", d.as_secs_f64() * 1e3));
         let us = |d: Option<u64>| d.map_or("-".into(), |d| format!("{:.2}", d as f64 / 1e3));
         format!(
-            "torture {engine}: seed={seed:#x} kills={} (while opening {}) acknowledged={} \
+            "torture {engine}: seed={seed:#x} kills={} (while opening {}, of which recovering {}) \
+             acknowledged={} \
              lost={} torn={} open_failures={} counter_regressions={} writer_errors={} \
              final_counter={} | recovery ms p50={} p99={} max={} | commit ms p50={} p99={} max={} (n={})",
             self.kills,
             self.kills_while_opening,
+            self.kills_while_recovering,
             self.acknowledged,
             self.lost,
             self.torn,
@@ -148,60 +153,146 @@ fn spawn_writer(engine: Engine, path: &Path) -> (Child, mpsc::Receiver<String>) 
     (child, rx)
 }
 
+/// When a writer is killed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum KillAt {
+    /// 0 to 30 ms after it reports the store open: mid-commit.
+    Committing,
+    /// 0 to 5 ms after it starts: while it opens the store.
+    Opening,
+    /// 0 to 10 ms after it starts on a store that crashed and was not reopened since: during
+    /// the engine's crash recovery or the first commits after it.
+    Recovering,
+}
+
+/// What a killed writer said before it died.
+struct Killed {
+    /// `(batch, commit microseconds)` of each acknowledged commit.
+    acks: Vec<(u64, u64)>,
+    /// The counter it found when it reported the store open, if it got that far.
+    ready: Option<u64>,
+    /// Its error, if it stopped by itself instead of being killed.
+    error: Option<String>,
+}
+
+/// Runs a writer on `path` and SIGKILLs it at the instant `at` and `rng` choose.
+fn run_and_kill(engine: Engine, path: &Path, at: KillAt, rng: &mut Rng) -> Killed {
+    let (mut child, lines) = spawn_writer(engine, path);
+    let mut early = Vec::new();
+    match at {
+        KillAt::Opening => thread::sleep(Duration::from_micros(rng.next() % 5_001)),
+        KillAt::Recovering => thread::sleep(Duration::from_micros(rng.next() % 10_001)),
+        KillAt::Committing => {
+            let deadline = Instant::now() + READY_TIMEOUT;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match lines.recv_timeout(left) {
+                    Ok(line) => {
+                        let ready = line.starts_with("ready ");
+                        early.push(line);
+                        if ready {
+                            break;
+                        }
+                    }
+                    Err(_) => break, // exited or timed out; reported below
+                }
+            }
+            thread::sleep(Duration::from_micros(rng.next() % 30_001));
+        }
+    }
+    // SIGKILL (std's Child::kill sends SIGKILL on Unix).
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut stderr);
+    }
+    let mut killed = Killed {
+        acks: Vec::new(),
+        ready: None,
+        error: status
+            .code()
+            .map(|_| format!("writer exited with {status}: {}", stderr.trim())),
+    };
+    // The reader thread ends at EOF, which the kill guarantees.
+    for line in early.into_iter().chain(lines.iter()) {
+        let mut parts = line.split(' ');
+        match parts.next() {
+            Some("ready") => killed.ready = parts.next().and_then(|s| s.parse().ok()),
+            Some("ack") => {
+                let seq = parts.next().and_then(|s| s.parse().ok()).unwrap();
+                let micros = parts.next().and_then(|s| s.parse().ok()).unwrap();
+                killed.acks.push((seq, micros));
+            }
+            _ => panic!("unexpected line from the writer: {line:?}"),
+        }
+    }
+    killed
+}
+
 fn torture(engine: Engine, kills: u64, seed: u64) -> Stats {
     // Under target/, on the same disk as the build, not a tmpfs: fsync must mean something.
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
-    let path = dir.path().join(format!("store.{}", engine.name()));
+    // A store that fails to open is kept for inspection and the run goes on with a new one
+    // (`generation` counts them), so one failure does not end the measurement.
+    let mut generation = 0;
+    let store_path = |generation: u32| {
+        dir.path()
+            .join(format!("store-{generation}.{}", engine.name()))
+    };
+    let mut path = store_path(generation);
     let mut rng = Rng(seed ^ ((engine as u64) << 32));
     let mut stats = Stats::default();
     // The highest batch any writer acknowledged: it must be there at every later reopen.
     let mut acknowledged_high = 0u64;
     let mut last_counter = 0u64;
 
-    for round in 0..kills {
-        let (mut child, lines) = spawn_writer(engine, &path);
-        let while_opening = rng.next().is_multiple_of(10);
-        let mut early = Vec::new();
-        if while_opening {
-            thread::sleep(Duration::from_micros(rng.next() % 5_000));
-            stats.kills_while_opening += 1;
+    let mut round = 0;
+    while stats.kills < kills {
+        round += 1;
+        // Most rounds kill one writer mid-commit; one in ten while it opens the store. One in
+        // four then kills a second writer on the crashed store before this test reopens it, so
+        // some kills land in the middle of crash recovery.
+        let first = if rng.next().is_multiple_of(10) {
+            KillAt::Opening
         } else {
-            let deadline = Instant::now() + READY_TIMEOUT;
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match lines.recv_timeout(left) {
-                    Ok(line) if line.starts_with("ready ") => break,
-                    Ok(line) => early.push(line),
-                    Err(_) => break, // exited or timed out; reported below
+            KillAt::Committing
+        };
+        let mut plan = vec![first];
+        if rng.next().is_multiple_of(4) && stats.kills + 1 < kills {
+            plan.push(KillAt::Recovering);
+        }
+        let mut how = Vec::new();
+        for at in plan {
+            let killed = run_and_kill(engine, &path, at, &mut rng);
+            stats.kills += 1;
+            how.push(format!(
+                "{at:?} ({})",
+                if killed.ready.is_some() {
+                    "after open"
+                } else {
+                    "before open"
+                }
+            ));
+            // What a writer read after a crash must stay, as an acknowledged batch must (and
+            // it may include the unacknowledged last batch of the writer killed before it).
+            if let Some(c) = killed.ready {
+                acknowledged_high = acknowledged_high.max(c);
+            } else {
+                stats.kills_while_opening += 1;
+                if at == KillAt::Recovering {
+                    stats.kills_while_recovering += 1;
                 }
             }
-            thread::sleep(Duration::from_micros(rng.next() % 30_001));
-        }
-        // SIGKILL (std's Child::kill sends SIGKILL on Unix).
-        let _ = child.kill();
-        let status = child.wait().unwrap();
-        let mut stderr = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = e.read_to_string(&mut stderr);
-        }
-        stats.kills += 1;
-        if status.code().is_some() {
-            stats.writer_errors += 1;
-            stats.problems.push(format!(
-                "round {round}: writer exited with {status}: {}",
-                stderr.trim()
-            ));
-        }
-        for line in early.into_iter().chain(lines.iter()) {
-            let mut parts = line.split(' ');
-            if parts.next() != Some("ack") {
-                continue;
+            if let Some(e) = killed.error {
+                stats.writer_errors += 1;
+                stats.problems.push(format!("round {round}: {e}"));
             }
-            let seq: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap();
-            let micros: u64 = parts.next().and_then(|s| s.parse().ok()).unwrap();
-            stats.acknowledged += 1;
-            stats.commit_micros.push(micros);
-            acknowledged_high = acknowledged_high.max(seq);
+            for (seq, micros) in killed.acks {
+                stats.acknowledged += 1;
+                stats.commit_micros.push(micros);
+                acknowledged_high = acknowledged_high.max(seq);
+            }
         }
 
         let t = Instant::now();
@@ -209,15 +300,29 @@ fn torture(engine: Engine, kills: u64, seed: u64) -> Stats {
             Ok(s) => s,
             Err(e) => {
                 stats.open_failures += 1;
-                let mut msg = format!("round {round}: reopen failed: {e}");
+                let kept = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
+                    "store-torture-failed-{}-seed{seed:x}-round{round}",
+                    engine.name()
+                ));
+                let _ = std::fs::remove_dir_all(&kept);
+                let _ = std::fs::create_dir_all(&kept);
+                let _ = std::fs::rename(&path, kept.join(path.file_name().unwrap()));
+                let mut msg = format!(
+                    "round {round}, after kills {}: reopen failed: {e}",
+                    how.join(", ")
+                );
                 let mut src = std::error::Error::source(&e);
                 while let Some(s) = src {
                     msg.push_str(&format!(": {s}"));
                     src = s.source();
                 }
+                msg.push_str(&format!(" (store kept in {})", kept.display()));
                 stats.problems.push(msg);
-                // The store is unusable; the rest of the run would measure nothing.
-                break;
+                generation += 1;
+                path = store_path(generation);
+                acknowledged_high = 0;
+                last_counter = 0;
+                continue;
             }
         };
         stats.recovery.push(t.elapsed());

@@ -285,6 +285,17 @@ pub enum Error {
         /// Its key.
         key: Vec<u8>,
     },
+    /// A file operation of the store's own (not the engine's) failed.
+    #[error("store {}: cannot {action}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The operating system's reason.
+        #[source]
+        source: std::io::Error,
+    },
     /// redb failed.
     #[error("redb store {}: cannot {action}", path.display())]
     Redb {

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{Batch, Error, Store, Table};
 
 /// The rollouts of batch `n` are deleted by batch `n + WINDOW`.
-pub const WINDOW: u64 = 64;
+pub const WINDOW: u64 = 16;
 /// How many `devices` keys every batch overwrites.
 pub const SLOTS: u64 = 3;
 /// The key of the counter in the `meta` table.
@@ -55,8 +55,9 @@ pub fn payload(seq: u64, i: u64) -> Vec<u8> {
     let mut x = h;
     while (v.len() as u64) < len {
         x = mix(x);
-        v.push(x.to_le_bytes()[0]);
+        v.extend_from_slice(&x.to_le_bytes());
     }
+    v.truncate(usize::try_from(len).unwrap_or(16));
     v
 }
 
