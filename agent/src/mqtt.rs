@@ -281,72 +281,107 @@ pub async fn run(
     let report_topic = DeviceTopic::Report.for_device(s.signer.device());
     let command_topic = DeviceTopic::Command.for_device(s.signer.device());
     loop {
-        tokio::select! {
-            // Cancel-safe: nothing is in progress when shutdown is observed.
-            () = shutdown.cancelled() => {
-                let _ = s.client.disconnect().await;
-                return Ok(());
+        // One `poll` future lives until it completes, whatever the other branches do in the
+        // meantime: `poll` is not cancel-safe while it connects (rumqttc drops a half-made
+        // connection with the future, and the broker then publishes that connection's will,
+        // "offline", which carries a higher sequence number than the next "online").
+        let event = {
+            let poll = s.eventloop.poll();
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    // Cancel-safe: nothing is in progress when shutdown is observed.
+                    () = shutdown.cancelled() => {
+                        let _ = s.client.disconnect().await;
+                        return Ok(());
+                    }
+                    // Cancel-safe: `recv` loses nothing if another branch wins.
+                    request = from_driver.recv() => match request {
+                        None => return Ok(()),
+                        Some(Outbound::Report(payload)) => s.queue.push_back(payload),
+                        Some(Outbound::Heartbeat(payload)) if s.connected => {
+                            let topic = DeviceTopic::Health.for_device(s.signer.device());
+                            let _ = s.client.try_publish(topic, QoS::AtMostOnce, false, payload);
+                        }
+                        Some(Outbound::Heartbeat(_)) => {}
+                        Some(Outbound::Ack(publish)) => {
+                            let _ = s.client.ack(&publish).await;
+                        }
+                    },
+                    // Not cancelled: the pinned future is polled again on the next round.
+                    event = &mut poll => break event,
+                }
+                send_head(
+                    &s.client,
+                    &s.queue,
+                    &mut s.in_flight,
+                    s.connected,
+                    &report_topic,
+                )
+                .await;
             }
-            // Cancel-safe: `recv` loses nothing if another branch wins.
-            request = from_driver.recv() => match request {
-                None => return Ok(()),
-                Some(Outbound::Report(payload)) => s.queue.push_back(payload),
-                Some(Outbound::Heartbeat(payload)) if s.connected => {
-                    let topic = DeviceTopic::Health.for_device(s.signer.device());
-                    let _ = s.client.try_publish(topic, QoS::AtMostOnce, false, payload);
+        };
+        match event {
+            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                s.connected = true;
+                backoff.reset();
+                let _ = s.client.subscribe(&command_topic, QoS::AtLeastOnce).await;
+                let topic = DeviceTopic::Presence.for_device(s.signer.device());
+                let online = s.online.clone();
+                let _ = s.client.publish(topic, QoS::AtMostOnce, true, online).await;
+                let _ = to_driver.send(Inbound::Connected).await;
+            }
+            Ok(Event::Incoming(Incoming::Publish(p))) if p.topic == command_topic => {
+                let _ = to_driver.send(Inbound::Command(p)).await;
+            }
+            Ok(Event::Incoming(Incoming::PubAck(_))) if s.in_flight => {
+                s.queue.pop_front();
+                s.in_flight = false;
+                let _ = to_driver.send(Inbound::Delivered).await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let was_connected = std::mem::replace(&mut s.connected, false);
+                if was_connected {
+                    let _ = to_driver.send(Inbound::Disconnected(e.to_string())).await;
                 }
-                Some(Outbound::Heartbeat(_)) => {}
-                Some(Outbound::Ack(publish)) => {
-                    let _ = s.client.ack(&publish).await;
+                // The next connection gets a fresh pair, numbered after everything so far.
+                if let Ok((online, will)) = presence_pair(&s.signer, &s.agent_version) {
+                    s.online = online;
+                    s.eventloop.mqtt_options.set_last_will(will);
                 }
-            },
-            // Cancel-safe per rumqttc's documentation: state lives in the event loop.
-            event = s.eventloop.poll() => match event {
-                Ok(Event::Incoming(Incoming::ConnAck(_))) => {
-                    s.connected = true;
-                    backoff.reset();
-                    let _ = s.client.subscribe(&command_topic, QoS::AtLeastOnce).await;
-                    let topic = DeviceTopic::Presence.for_device(s.signer.device());
-                    let online = s.online.clone();
-                    let _ = s.client.publish(topic, QoS::AtMostOnce, true, online).await;
-                    let _ = to_driver.send(Inbound::Connected).await;
+                let delay = backoff.next();
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = shutdown.cancelled() => return Ok(()),
                 }
-                Ok(Event::Incoming(Incoming::Publish(p))) if p.topic == command_topic => {
-                    let _ = to_driver.send(Inbound::Command(p)).await;
-                }
-                Ok(Event::Incoming(Incoming::PubAck(_))) if s.in_flight => {
-                    s.queue.pop_front();
-                    s.in_flight = false;
-                    let _ = to_driver.send(Inbound::Delivered).await;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let was_connected = std::mem::replace(&mut s.connected, false);
-                    if was_connected {
-                        let _ = to_driver.send(Inbound::Disconnected(e.to_string())).await;
-                    }
-                    // The next connection gets a fresh pair, numbered after everything so far.
-                    if let Ok((online, will)) = presence_pair(&s.signer, &s.agent_version) {
-                        s.online = online;
-                        s.eventloop.mqtt_options.set_last_will(will);
-                    }
-                    let delay = backoff.next();
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = shutdown.cancelled() => return Ok(()),
-                    }
-                }
-            },
+            }
         }
-        if s.connected
-            && !s.in_flight
-            && let Some(head) = s.queue.front()
-        {
-            let sent = s
-                .client
-                .publish(&report_topic, QoS::AtLeastOnce, false, head.clone());
-            s.in_flight = sent.await.is_ok();
-        }
+        send_head(
+            &s.client,
+            &s.queue,
+            &mut s.in_flight,
+            s.connected,
+            &report_topic,
+        )
+        .await;
+    }
+}
+
+/// Publishes the oldest queued report if connected and none is awaiting its PUBACK.
+async fn send_head(
+    client: &AsyncClient,
+    queue: &VecDeque<Vec<u8>>,
+    in_flight: &mut bool,
+    connected: bool,
+    topic: &str,
+) {
+    if connected
+        && !*in_flight
+        && let Some(head) = queue.front()
+    {
+        let sent = client.publish(topic, QoS::AtLeastOnce, false, head.clone());
+        *in_flight = sent.await.is_ok();
     }
 }
 
