@@ -31,7 +31,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// No free port could be found.
-    #[error("embedded broker: cannot find a free port on {ip}: {source}")]
+    #[error("embedded broker: cannot find a free port on {ip}")]
     Port {
         /// The address asked for.
         ip: std::net::IpAddr,

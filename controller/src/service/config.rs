@@ -6,7 +6,6 @@
 //! Relative paths in the file are relative to the directory holding the file, so a config and
 //! the files it names can move together.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -28,7 +27,7 @@ const MAX_KEY_BYTES: u64 = 16 * 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A file could not be read.
-    #[error("reading {what} {path}: {source}")]
+    #[error("reading {what} {path}")]
     Read {
         /// Which file: `config`, `trust root`, `controller key`.
         what: &'static str,
@@ -297,9 +296,18 @@ impl Config {
     /// Validates `text`, the contents of the config file at `path` (relative paths in it are
     /// taken relative to that file's directory).
     pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            detail: e.to_string().trim().replace('\n', " "),
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            // One line: the parser's message and where, without its multi-line snippet.
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                detail: match line {
+                    Some(line) => format!("line {line}: {}", e.message()),
+                    None => e.message().to_owned(),
+                },
+            }
         })?;
         let base = path
             .parent()
@@ -519,9 +527,6 @@ fn trust_config(
         controller_key,
     })
 }
-
-/// Tokens by name, for display; the table itself is keyed by digest.
-pub type TokenNames = BTreeMap<String, Role>;
 
 #[cfg(test)]
 mod tests {

@@ -79,7 +79,7 @@ impl Clock for SystemClock {
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
     /// A directory under `data_dir` could not be created.
-    #[error("cannot create {}: {source}", path.display())]
+    #[error("cannot create {}", path.display())]
     DataDir {
         /// The directory.
         path: std::path::PathBuf,
@@ -87,13 +87,13 @@ pub enum ServiceError {
         source: std::io::Error,
     },
     /// The store could not be opened.
-    #[error("cannot open the store: {0}")]
+    #[error("cannot open the store")]
     Store(#[from] crate::store::Error),
     /// The store's content could not be loaded.
-    #[error("cannot load state: {0}")]
+    #[error("cannot load state")]
     Db(#[from] db::DbError),
     /// The release catalogue could not be loaded.
-    #[error("cannot load releases: {0}")]
+    #[error("cannot load releases")]
     Releases(#[from] releases::UploadError),
     /// The embedded broker did not start.
     #[error(transparent)]
@@ -102,7 +102,7 @@ pub enum ServiceError {
     #[error(transparent)]
     Bus(#[from] bus::BusError),
     /// The HTTP listener could not be bound.
-    #[error("cannot listen for HTTP on {addr}: {source}")]
+    #[error("cannot listen for HTTP on {addr}")]
     Listen {
         /// The address.
         addr: SocketAddr,
@@ -110,8 +110,8 @@ pub enum ServiceError {
         source: std::io::Error,
     },
     /// The HTTP server failed.
-    #[error("HTTP server: {0}")]
-    Http(std::io::Error),
+    #[error("HTTP server")]
+    Http(#[source] std::io::Error),
     /// A blocking start-up step panicked.
     #[error("start-up task failed: {0}")]
     Join(String),

@@ -113,14 +113,14 @@ pub enum UploadError {
     #[error("the upload was interrupted: {0}")]
     Interrupted(io::Error),
     /// Writing the artifact failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}: {error}", path.display())]
     Io {
         /// What was being done.
         action: &'static str,
         /// The file.
         path: PathBuf,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (in the message, not a source: API errors show one line).
+        error: io::Error,
     },
     /// The store failed.
     #[error(transparent)]
@@ -159,10 +159,10 @@ pub struct Releases {
 
 fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> UploadError {
     let path = path.to_path_buf();
-    move |source| UploadError::Io {
+    move |error| UploadError::Io {
         action,
         path,
-        source,
+        error,
     }
 }
 

@@ -151,6 +151,11 @@ impl Fixture {
 
     /// A fixture whose config has `extra` TOML appended.
     pub fn with_config_extra(extra: &str) -> Self {
+        Self::with_broker("mode = \"embedded\"\nlisten = \"127.0.0.1:0\"", extra)
+    }
+
+    /// A fixture with `broker` as the body of the `[broker]` section.
+    pub fn with_broker(broker: &str, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let keys = Keys::new();
         std::fs::write(dir.path().join("root.json"), keys.root_json()).unwrap();
@@ -168,8 +173,7 @@ impl Fixture {
 listen = "127.0.0.1:0"
 
 [broker]
-mode = "embedded"
-listen = "127.0.0.1:0"
+{broker}
 
 [trust]
 root = "root.json"
@@ -271,6 +275,16 @@ impl Controller {
     pub fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit by itself (bounded by [`DEADLINE`]).
+    pub fn wait(&mut self) -> std::process::ExitStatus {
+        eventually("the controller to exit", || self.child.try_wait().unwrap())
     }
 
     /// The log lines so far.
