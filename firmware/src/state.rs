@@ -433,7 +433,15 @@ pub(crate) fn start_cycle<F: NorFlash>(
     new: &NewCycle,
 ) -> Result<Status, Error> {
     let (bank_index, seq) = match current.record {
-        Some((b, r)) => (1 - b, r.seq.wrapping_add(1)),
+        // A u32 sequence lasts 4 billion updates; a wrap would make the new record lose, so
+        // stop there rather than wrap (no device will get that far).
+        Some((b, r)) => (
+            1 - b,
+            r.seq.checked_add(1).ok_or(Error::NotAllowed {
+                phase: current.phase,
+                action: "starting a cycle after 2^32 cycles",
+            })?,
+        ),
         None => (0, 1),
     };
     let bank = layout.banks()[bank_index];
