@@ -219,11 +219,13 @@ impl Service {
                 addr: config.http.listen,
                 source,
             })?;
-        let public_url = config
-            .http
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{http}"));
+        let public_url = config.http.public_url.clone().unwrap_or_else(|| {
+            if http.ip().is_unspecified() {
+                warn!(%http, "http.public_url is not set and the API listens on every address: \
+                    artifact URLs in commands name {http}, which devices cannot reach");
+            }
+            format!("http://{http}")
+        });
         let metrics = Arc::new(Metrics::default());
         let commands = commands::Commands::new(
             db.clone(),
