@@ -7,6 +7,7 @@ pub mod fsutil;
 pub mod hashing;
 pub mod keys;
 pub mod output;
+pub mod planner;
 pub mod release;
 pub mod rootcmd;
 pub mod service;
