@@ -78,3 +78,38 @@ fn invalid_plans_name_the_field() {
         unknown-zone.toml: zone_order: "Atlantis/Capital" is not an IANA time zone name (such as Europe/Berlin)
     "#]].assert_eq(&out);
 }
+
+fn rollouts_doc() -> String {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/rollouts.md");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// docs/rollouts.md shows the example plans verbatim, so the worked examples are the files the
+/// tests plan.
+#[test]
+fn docs_quote_the_example_plans_verbatim() {
+    let doc = rollouts_doc();
+    for name in ["field-pipeline.toml", "weekly-by-zone.toml"] {
+        let text = std::fs::read_to_string(plan_path(name)).unwrap();
+        assert!(
+            doc.contains(&format!("```toml\n{text}```")),
+            "docs/rollouts.md does not quote {name} as it is"
+        );
+    }
+}
+
+/// Every complete plan in docs/rollouts.md (a TOML block with a `[window]` and a `[[step]]`)
+/// is valid.
+#[test]
+fn docs_plans_are_valid() {
+    let doc = rollouts_doc();
+    let mut n = 0;
+    for block in doc.split("```toml\n").skip(1) {
+        let text = block.split("```").next().unwrap();
+        if text.contains("[window]") && text.contains("[[step]]") {
+            Plan::from_toml(text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            n += 1;
+        }
+    }
+    assert_eq!(n, 3, "the first plan and the two worked examples");
+}
