@@ -397,7 +397,18 @@ pub fn step(state: &State, event: Event, ctx: Ctx<'_>) -> Result<Step, Disallowe
             }
         }
         (S::Committed(job), E::Booted(boot)) => {
-            if boot.slot == job.slot && boot.trial {
+            if boot.slot != job.slot {
+                // The commit was persisted but not yet written to the boot environment, and the
+                // reboots since (power cuts) used up the trial's boots: the bootloader fell
+                // back. Say so rather than claim the new image runs.
+                rolled_back(
+                    job,
+                    String::from(
+                        "the bootloader fell back to the previous slot before the commit \
+                         reached the boot environment",
+                    ),
+                )
+            } else if boot.trial {
                 // The commit was persisted but the boot environment not yet cleared.
                 (state.clone(), vec![Action::Commit(job.clone())])
             } else {
@@ -715,6 +726,31 @@ mod tests {
             run(&s, Event::Booted(fell_back), "b5", 5).unwrap().0,
             State::RolledBack(..)
         ));
+    }
+
+    /// A power cut after `Committed` was persisted but before the boot environment was
+    /// cleared, with the trial's boots used up: the device comes back on the previous slot, and
+    /// the machine reports a rollback instead of a committed image that does not run.
+    #[test]
+    fn fallback_after_an_unwritten_commit_is_a_rollback() {
+        let j = job();
+        let on_a = BootInfo {
+            boot_id: boot("b3"),
+            slot: Slot::A,
+            trial: false,
+        };
+        let (next, a) = run(&State::Committed(j.clone()), Event::Booted(on_a), "b3", 5).unwrap();
+        assert!(
+            matches!(&next, State::RolledBack(_, r) if r.contains("before the commit")),
+            "{next:?}"
+        );
+        let Action::Report(r) = &a[0] else {
+            panic!("expected a report")
+        };
+        assert_eq!(
+            (r.state, r.running.slot),
+            (UpdateState::RolledBack, Slot::A)
+        );
     }
 
     /// Restarts resume the interrupted step: the download, the verification, the health
