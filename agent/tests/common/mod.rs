@@ -216,6 +216,8 @@ pub struct Options {
     pub checkpoint_bytes: Option<u64>,
     /// Where slot B lives, if not in the device's directory (a small file system, say).
     pub slot_b: Option<PathBuf>,
+    /// `[boot] bootlimit`, if not the default.
+    pub bootlimit: Option<u32>,
     /// Extra TOML appended to the configuration.
     pub extra: String,
 }
@@ -229,6 +231,7 @@ impl Default for Options {
             attempts: 1,
             checkpoint_bytes: None,
             slot_b: None,
+            bootlimit: None,
             extra: String::new(),
         }
     }
@@ -318,7 +321,7 @@ impl Device {
              [device]\nid = \"{DEVICE}\"\nhardware = \"{HARDWARE}\"\nkey = {key}\n\
              [trust]\nroot = {root}\n\
              [slots]\na = {a}\nb = {b}\n\
-             [boot]\nbackend = \"simulated\"\nboard = {board}\n\
+             [boot]\nbackend = \"simulated\"\nboard = {board}\nbootlimit = {bootlimit}\n\
              [health]\ndeadline_secs = {deadline}\ninterval_secs = 1\n\
              [[health.check]]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", {check}]\n\
              [download]\nconnect_timeout_secs = 2\nstall_timeout_secs = {stall}\nattempts = {attempts}\n",
@@ -328,6 +331,7 @@ impl Device {
             a = path(&self.a),
             b = path(&self.b),
             board = path(&self.board),
+            bootlimit = o.bootlimit.unwrap_or(3),
             deadline = o.health_deadline_secs,
             check = toml_str(HEALTH_CHECK),
             stall = o.stall_timeout_secs,
