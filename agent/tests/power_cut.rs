@@ -10,8 +10,8 @@
 //!
 //! - the board settles, in the expected final state (a healthy image: `committed` on 2.0.0;
 //!   an unhealthy one: `rolled_back` to 1.0.0, the old slot booted);
-//! - the booted slot holds exactly the expected image, and the other slot's journal record
-//!   matches what the slot holds; no trial is left armed;
+//! - the booted slot holds exactly the expected image, the old slot is untouched, and both
+//!   slots' journal records match what the slots hold; no trial is left armed;
 //! - the journal's outbox holds the update's reports exactly once each, in order, every one
 //!   verifying with the device key, sequence numbers rising strictly across the whole outbox,
 //!   the last one naming the version and slot actually running;
