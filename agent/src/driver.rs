@@ -582,11 +582,17 @@ impl Agent {
                 match fetch_into_slot(&request, &cancel, &mut report) {
                     Ok(()) => return Event::Downloaded,
                     Err(e) if e.is_transient() && attempt < attempts => {
-                        // Backoff between attempts: 1 s, 2 s, 4 s ... capped at 30 s.
-                        std::thread::sleep(Duration::from_secs((1 << (attempt - 1)).min(30)));
+                        // Backoff between attempts: 1 s, 2 s, 4 s ... capped at 30 s, in
+                        // slices so that a cancel is seen within a tenth of a second.
+                        let wait = Duration::from_secs((1 << (attempt - 1)).min(30));
+                        let until = Instant::now() + wait;
+                        while Instant::now() < until && !cancel.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
                         attempt += 1;
                     }
-                    Err(e) => return Event::StepFailed(format!("download: {e}")),
+                    // Every download error names what failed and where.
+                    Err(e) => return Event::StepFailed(e.to_string()),
                 }
             }
         });
