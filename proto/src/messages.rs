@@ -139,6 +139,49 @@ pub struct Report {
 }
 message!(Report, "report");
 
+/// What a child device (a microcontroller behind a gateway) runs now. A child has no A/B slots:
+/// its bootloader swaps the new image into place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildRunning {
+    /// The release name, if the image came from a Swell release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseName>,
+    /// The image version, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<SemVer>,
+    /// The committed anti-rollback counter.
+    pub security_version: u64,
+}
+
+/// Topic `report` of the gateway: a state transition of one of its child devices, signed by
+/// the gateway (which vouches for what its children say over their serial links). It travels in
+/// the gateway's own topic subtree, so broker ACLs need no entry per child.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChildReport {
+    /// The gateway that sent it.
+    pub device: DeviceId,
+    /// The child device the report is about.
+    pub child: DeviceId,
+    /// When the gateway made the report.
+    pub issued: Timestamp,
+    /// The child's update state.
+    pub state: UpdateState,
+    /// The command this report answers, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The release being installed on the child.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<ReleaseRef>,
+    /// What the child runs now.
+    pub running: ChildRunning,
+    /// Why the child's update failed or was reverted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+message!(ChildReport, "child_report");
+
 /// Topic `health`: a periodic heartbeat, signed by the device.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -248,6 +291,22 @@ impl DeviceMessage for Report {
         match &self.reason {
             Some(reason) if reason.len() > MAX_REASON_LEN => Err(Error::Invalid {
                 what: "report",
+                detail: format!("reason is {} bytes, over {MAX_REASON_LEN}", reason.len()),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl DeviceMessage for ChildReport {
+    fn device(&self) -> &DeviceId {
+        &self.device
+    }
+
+    fn check_limits(&self) -> Result<(), Error> {
+        match &self.reason {
+            Some(reason) if reason.len() > MAX_REASON_LEN => Err(Error::Invalid {
+                what: "child report",
                 detail: format!("reason is {} bytes, over {MAX_REASON_LEN}", reason.len()),
             }),
             _ => Ok(()),
