@@ -4,7 +4,8 @@
 //!
 //! | Module | What it holds |
 //! |---|---|
-//! | [`plan`] | the TOML plan format ([`PlanFile`]) and the validated [`Plan`] |
+//! | [`file`](mod@file) | the TOML plan format ([`PlanFile`]) and its validation |
+//! | [`plan`](mod@plan) | the validated [`Plan`] |
 //! | [`selector`] | which devices a rollout or stage selects |
 //! | [`fleet`] | the [`FleetSnapshot`] the service hands in, zones from the bundled tz database |
 //! | [`window`] | device-local maintenance windows and the DST policy |
@@ -18,6 +19,7 @@
 //! docs/rollouts.md is the operator's description of the format and the rules.
 
 mod capacity;
+pub mod file;
 pub mod fleet;
 pub mod plan;
 pub mod render;
@@ -25,8 +27,9 @@ pub mod schedule;
 pub mod selector;
 pub mod window;
 
+pub use file::{InvalidPlan, PlanFile};
 pub use fleet::{FleetDevice, FleetSnapshot, Zone};
-pub use plan::{InvalidPlan, Plan, PlanFile};
+pub use plan::Plan;
 pub use schedule::{Assignment, PlanError, Schedule, assign, plan, schedule_step};
 pub use selector::Selector;
 pub use window::{DstNote, MaintenanceWindow, WindowOccurrence};

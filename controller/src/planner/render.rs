@@ -170,6 +170,20 @@ pub fn table(plan: &Plan, schedule: &Schedule) -> String {
         );
     }
 
+    if !schedule.assignment.not_in_fleet.is_empty() {
+        let ids: Vec<&str> = schedule
+            .assignment
+            .not_in_fleet
+            .iter()
+            .map(|d| d.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "not found  listed devices not in the fleet: {}",
+            ids.join(", ")
+        );
+    }
+
     out.push('\n');
     let mut stages = vec![
         [
@@ -296,6 +310,8 @@ pub struct ScheduleReport {
     pub devices: usize,
     /// Devices selected that no stage takes.
     pub unassigned: Vec<String>,
+    /// Devices a selector lists that the fleet does not have.
+    pub not_in_fleet: Vec<String>,
     /// The window as written.
     pub window: WindowReport,
     /// `east_to_west` or the zone names.
@@ -490,6 +506,12 @@ pub fn report(plan: &Plan, schedule: &Schedule) -> ScheduleReport {
         unassigned: schedule
             .assignment
             .unassigned
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        not_in_fleet: schedule
+            .assignment
+            .not_in_fleet
             .iter()
             .map(ToString::to_string)
             .collect(),

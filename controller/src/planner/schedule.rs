@@ -74,6 +74,9 @@ pub struct Assignment {
     pub stages: Vec<Vec<DeviceId>>,
     /// Devices the rollout selector selects that no stage took, by id.
     pub unassigned: Vec<DeviceId>,
+    /// Device ids a selector lists explicitly (`devices = [...]`) that the snapshot does not
+    /// have: typos, or devices since revoked. Nothing is planned for them.
+    pub not_in_fleet: Vec<DeviceId>,
 }
 
 /// The schedule of a whole rollout.
@@ -238,9 +241,19 @@ pub fn assign(plan: &Plan, fleet: &FleetSnapshot) -> Assignment {
         remaining.retain(|d| ids.binary_search(&d.id).is_err());
         stages.push(ids);
     }
+    let listed = std::iter::once(plan.selector())
+        .chain(plan.stages().map(|(_, s)| &s.selector))
+        .flat_map(|s| s.devices.iter());
+    let mut not_in_fleet: Vec<DeviceId> = listed
+        .filter(|id| fleet.get(id).is_none())
+        .cloned()
+        .collect();
+    not_in_fleet.sort();
+    not_in_fleet.dedup();
     Assignment {
         stages,
         unassigned: remaining.iter().map(|d| d.id.clone()).collect(),
+        not_in_fleet,
     }
 }
 
@@ -585,4 +598,85 @@ pub fn schedule_step(
         estimated_end,
         stages: out,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::planner::fleet::Zone;
+    use std::collections::BTreeMap;
+    use swell_proto::HardwareId;
+
+    fn device(id: &str, cohort: Option<&str>) -> FleetDevice {
+        FleetDevice {
+            id: DeviceId::new(id).unwrap(),
+            hardware: HardwareId::new("gw").unwrap(),
+            zone: Zone::new("UTC").unwrap(),
+            cohort: cohort.map(str::to_owned),
+            tags: BTreeMap::new(),
+            version: None,
+        }
+    }
+
+    fn plan_with(steps: &str) -> Plan {
+        Plan::from_toml(&format!(
+            "[window]\nstart = \"02:00\"\nend = \"04:00\"\n\
+             [limits]\nmax_in_flight = 5\nmax_starts_per_minute = 5\n\
+             [defaults]\ndevice_timeout = \"10m\"\n\
+             success = {{ committed = \"100%\", soak = \"0s\" }}\n\
+             failure = {{ tolerate = 0, action = \"pause\" }}\n{steps}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn shares_take_canaries_first_then_a_stable_hash_order() {
+        let fleet = FleetSnapshot::new(
+            (0..10)
+                .map(|i| device(&format!("d{i}"), (i == 7).then_some(CANARY_COHORT)))
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        let p = plan_with(
+            "[[step]]\n[[step.stage]]\nname = \"first\"\nshare = 2\n\
+             [[step]]\n[[step.stage]]\nname = \"rest\"",
+        );
+        let a = assign(&p, &fleet);
+        assert_eq!(a.stages[0].len(), 2);
+        assert!(a.stages[0].contains(&DeviceId::new("d7").unwrap()));
+        assert_eq!(a.stages[1].len(), 8);
+        assert!(a.unassigned.is_empty());
+        // Stable: the same pick from the same ids, whatever else is in the fleet.
+        assert_eq!(assign(&p, &fleet), a);
+    }
+
+    #[test]
+    fn explicitly_listed_devices_missing_from_the_fleet_are_reported() {
+        let fleet = FleetSnapshot::new([device("a", None), device("b", None)]).unwrap();
+        let p = plan_with(
+            "[[step]]\n[[step.stage]]\nname = \"listed\"\n\
+             selector = { devices = [\"a\", \"ghost\"] }",
+        );
+        let a = assign(&p, &fleet);
+        assert_eq!(a.stages, vec![vec![DeviceId::new("a").unwrap()]]);
+        assert_eq!(a.unassigned, vec![DeviceId::new("b").unwrap()]);
+        assert_eq!(a.not_in_fleet, vec![DeviceId::new("ghost").unwrap()]);
+    }
+
+    #[test]
+    fn unknown_step_and_device_are_errors() {
+        let fleet = FleetSnapshot::new([device("a", None)]).unwrap();
+        let p = plan_with("[[step]]\n[[step.stage]]\nname = \"all\"");
+        let now = Timestamp::UNIX_EPOCH;
+        let a = assign(&p, &fleet);
+        assert_eq!(
+            schedule_step(&p, &fleet, &a, 1, now),
+            Err(PlanError::NoSuchStep(1))
+        );
+        let empty = FleetSnapshot::default();
+        assert_eq!(
+            schedule_step(&p, &empty, &a, 0, now),
+            Err(PlanError::UnknownDevice(DeviceId::new("a").unwrap()))
+        );
+    }
 }
