@@ -176,6 +176,43 @@ struct StatusView {
     slot_a: Option<SlotView>,
     slot_b: Option<SlotView>,
     unsent_reports: usize,
+    children: Vec<ChildView>,
+}
+
+#[derive(Serialize)]
+struct ChildView {
+    id: String,
+    state: String,
+    release: Option<String>,
+    reason: Option<String>,
+    running: Option<swell_proto::messages::ChildRunning>,
+}
+
+impl From<&crate::gateway::Entry> for ChildView {
+    fn from(e: &crate::gateway::Entry) -> Self {
+        use crate::gateway::State as S;
+        let state = match &e.state {
+            None => "idle",
+            Some(S::Probing(_)) => "probing",
+            Some(S::Downloading(_)) => "downloading",
+            Some(S::Transferring(_)) => "transferring",
+            Some(S::Installed(..)) => "installed",
+            Some(S::Trial(..)) => "trial",
+            Some(S::Committed(_)) => "committed",
+            Some(S::RolledBack(..)) => "rolled_back",
+            Some(S::Failed(..)) => "failed",
+        };
+        Self {
+            id: e.child.to_string(),
+            state: state.to_string(),
+            release: e.state.as_ref().map(|s| {
+                let r = &s.job().release;
+                format!("{} {}", r.name, r.version)
+            }),
+            reason: e.state.as_ref().and_then(|s| s.reason()).map(String::from),
+            running: e.running.clone(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -227,6 +264,7 @@ fn status(path: &std::path::Path, output: Output) -> Result<ExitCode, String> {
         slot_a: p.slots[0].as_ref().map(SlotView::from),
         slot_b: p.slots[1].as_ref().map(SlotView::from),
         unsent_reports: p.outbox.len(),
+        children: p.children.iter().map(ChildView::from).collect(),
     };
     match output {
         Output::Json => {
@@ -258,6 +296,25 @@ fn status(path: &std::path::Path, output: Output) -> Result<ExitCode, String> {
                 }
             }
             println!("unsent reports    {}", view.unsent_reports);
+            for c in &view.children {
+                let runs = c.running.as_ref().map_or_else(
+                    || "-".to_string(),
+                    |r| {
+                        let name = r.release.as_ref().map_or("?".into(), ToString::to_string);
+                        let version = r.version.as_ref().map_or("?".into(), ToString::to_string);
+                        format!("{name} {version} (security {})", r.security_version)
+                    },
+                );
+                println!(
+                    "child {}    {} {}, runs {runs}",
+                    c.id,
+                    c.state,
+                    c.release.as_deref().unwrap_or("-")
+                );
+                if let Some(reason) = &c.reason {
+                    println!("  reason          {reason}");
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

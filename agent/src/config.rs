@@ -59,6 +59,9 @@ pub struct Config {
     /// Download settings.
     #[serde(default)]
     pub download: DownloadConfig,
+    /// Microcontrollers behind this gateway, each on a serial line (`[[child]]` tables).
+    #[serde(default, rename = "child")]
+    pub children: Vec<crate::gateway::ChildConfig>,
 }
 
 /// The device's identity.
@@ -378,6 +381,8 @@ impl Config {
         if self.download.checkpoint_bytes == 0 {
             return Err(invalid("download.checkpoint_bytes", "must be at least 1"));
         }
+        crate::gateway::config::validate(&self.children, &self.device.id)
+            .map_err(|(field, why)| invalid(field, &why))?;
         Ok(())
     }
 }

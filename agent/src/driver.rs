@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bootctl::{self, Boot};
 use crate::config::Config;
 use crate::download::{FetchOptions, FetchRequest, fetch_into_slot};
+use crate::gateway::{self, Admission, Gateway};
 use crate::journal::{Journal, JournalError, Outgoing, Persisted, SlotImage};
 use crate::mqtt::{self, Inbound, Outbound, SessionSettings};
 use crate::signer::{Signer, now};
@@ -91,6 +92,7 @@ pub struct Agent {
     tasks: tokio::task::JoinSet<()>,
     reboot: bool,
     started: Instant,
+    gateway: Gateway,
     _lock: std::fs::File,
 }
 
@@ -123,6 +125,12 @@ impl Agent {
         p.epoch += 1;
         journal.store(&p)?;
         let boot = bootctl::open(&config.boot).map_err(|e| AgentError::Setup(e.to_string()))?;
+        let running_slot = match boot.info.slot {
+            Slot::A => config.slots.a.clone(),
+            Slot::B => config.slots.b.clone(),
+        };
+        let gateway = Gateway::new(&config, &root, running_slot);
+        gateway.resume(&p);
         let signer = Arc::new(Signer::new(config.device.id.clone(), key, p.epoch));
         let (events_tx, events_rx) = mpsc::channel(16);
         let settings = Settings {
@@ -146,6 +154,7 @@ impl Agent {
             tasks: tokio::task::JoinSet::new(),
             reboot: false,
             started: Instant::now(),
+            gateway,
             _lock: lock,
         };
         let info = agent.boot.info.clone();
@@ -189,6 +198,19 @@ impl Agent {
             } else {
                 Source::File(PathBuf::from(&request.image))
             };
+        // A release for a child behind this gateway goes to the gateway's own machine.
+        match self
+            .gateway
+            .admit(&self.p, &manifest, source.clone(), None, now())
+        {
+            Ok(Admission::Child(child, job)) => {
+                return self
+                    .apply_child(&child, gateway::Event::Install(job))
+                    .map_err(|e| e.to_string());
+            }
+            Ok(Admission::NotForChildren) => {}
+            Err(refusal) => return Err(refusal.reason),
+        }
         let job = self.admit(&manifest, source, None)?;
         self.queue.push_back(Event::Install(Box::new(job)));
         Ok(())
@@ -267,7 +289,8 @@ impl Agent {
                 break Exit::Reboot;
             }
             let delivered = self.session.is_none() || self.p.outbox.is_empty();
-            if mode == RunMode::UntilSettled && self.p.state.is_settled() && delivered {
+            let settled = self.p.state.is_settled() && Gateway::is_settled(&self.p);
+            if mode == RunMode::UntilSettled && settled && delivered {
                 break Exit::Settled;
             }
             tokio::select! {
@@ -276,6 +299,8 @@ impl Agent {
                 // Cancel-safe: `recv` loses nothing if another branch wins.
                 Some(event) = self.events_rx.recv() => self.queue.push_back(event),
                 Some(message) = recv_opt(&mut inbound) => self.on_inbound(message)?,
+                // Cancel-safe: `recv` loses nothing if another branch wins.
+                Some((child, event)) = self.gateway.recv() => self.apply_child(&child, event)?,
                 _ = tick.tick() => {
                     self.queue.push_back(Event::Tick);
                     if matches!(self.p.state, State::Downloading(_)) {
@@ -288,6 +313,7 @@ impl Agent {
         // Never stop between a slot write and its journal record: stop the download at a
         // chunk boundary (it checkpoints) and wait for every task.
         self.cancel_download.store(true, Ordering::SeqCst);
+        self.gateway.shutdown().await;
         while self.tasks.join_next().await.is_some() {}
         Ok(exit)
     }
@@ -356,6 +382,17 @@ impl Agent {
         let event = match command.message.action {
             CommandAction::Install { manifest, url } => {
                 let bytes = serde_json::to_vec(&manifest).unwrap_or_default();
+                let source = Source::Url(url.clone());
+                match self
+                    .gateway
+                    .admit(&self.p, &bytes, source, Some(id.clone()), now())
+                {
+                    Ok(Admission::Child(child, job)) => {
+                        return self.apply_child(&child, gateway::Event::Install(job));
+                    }
+                    Ok(Admission::NotForChildren) => {}
+                    Err(refusal) => return self.reject_child(Some(id), refusal),
+                }
                 match self.admit(&bytes, Source::Url(url), Some(id.clone())) {
                     Ok(job) => Event::Install(Box::new(job)),
                     Err(reason) => return self.reject(Some(id), None, reason),
@@ -406,6 +443,61 @@ impl Agent {
         });
         self.journal.store(&self.p)?;
         self.send(Outbound::Report(payload));
+        Ok(())
+    }
+
+    /// Reports a refused install: about the child it targeted if that is known, else as the
+    /// gateway's own refusal. The state does not change.
+    fn reject_child(
+        &mut self,
+        command: Option<String>,
+        refusal: gateway::Refusal,
+    ) -> Result<(), AgentError> {
+        let Some(child) = refusal.child else {
+            return self.reject(command, None, refusal.reason);
+        };
+        eprintln!("swell-agent: {}", refusal.reason);
+        let payload = self
+            .gateway
+            .refusal_report(
+                &self.signer,
+                &child,
+                &self.p,
+                command,
+                &refusal.reason,
+                now(),
+            )
+            .map_err(AgentError::Setup)?;
+        self.p.enqueue(Outgoing {
+            topic: DeviceTopic::Report,
+            payload: payload.clone(),
+        });
+        self.journal.store(&self.p)?;
+        self.send(Outbound::Report(payload));
+        Ok(())
+    }
+
+    /// One step of a child's update: transition, persist (with the step's reports), then act.
+    fn apply_child(
+        &mut self,
+        child: &swell_proto::DeviceId,
+        event: gateway::Event,
+    ) -> Result<(), AgentError> {
+        let stepped = self
+            .gateway
+            .step(&mut self.p, &self.signer, child, event, now())
+            .map_err(AgentError::Setup)?;
+        // A late result the state no longer takes.
+        let Some(stepped) = stepped else {
+            return Ok(());
+        };
+        if stepped.changed {
+            self.journal.store(&self.p)?;
+        }
+        for payload in stepped.reports {
+            self.send(Outbound::Report(payload));
+        }
+        self.gateway.perform(child, stepped.actions);
         Ok(())
     }
 

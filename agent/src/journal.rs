@@ -94,6 +94,8 @@ pub struct Persisted {
     pub epoch: u64,
     /// Reports not yet acknowledged by the broker, oldest first.
     pub outbox: Vec<Outgoing>,
+    /// The child devices behind this gateway that it has updated (see [`crate::gateway`]).
+    pub children: Vec<crate::gateway::Entry>,
 }
 
 impl Persisted {
@@ -106,6 +108,7 @@ impl Persisted {
             last_command_seq: 0,
             epoch: 0,
             outbox: Vec::new(),
+            children: Vec::new(),
         }
     }
 
@@ -238,6 +241,8 @@ struct Record {
     last_command_seq: u64,
     epoch: u64,
     outbox: Vec<OutgoingRecord>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    children: Vec<crate::gateway::ChildRecord>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -413,6 +418,7 @@ impl From<&Persisted> for Record {
                     payload: String::from_utf8_lossy(&o.payload).into_owned(),
                 })
                 .collect(),
+            children: p.children.iter().map(Into::into).collect(),
         }
     }
 }
@@ -440,6 +446,11 @@ impl Record {
             last_command_seq: self.last_command_seq,
             epoch: self.epoch,
             outbox,
+            children: self
+                .children
+                .into_iter()
+                .map(crate::gateway::ChildRecord::into_entry)
+                .collect::<Result<_, _>>()?,
         })
     }
 }

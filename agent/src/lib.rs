@@ -8,6 +8,7 @@ pub mod config;
 pub mod download;
 pub mod driver;
 pub mod faults;
+pub mod gateway;
 pub mod health;
 pub mod journal;
 pub mod keys;
