@@ -27,6 +27,8 @@ enum Check {
     Command,
     /// A report from gw-0001 on its `report` topic.
     Report,
+    /// A report about a child device, from gw-0001 on its `report` topic.
+    ChildReport,
     /// A heartbeat from gw-0001.
     Heartbeat,
     /// A presence message from gw-0001.
@@ -46,6 +48,7 @@ use Expect::*;
 const TABLE: &[(&str, Check, Expect)] = &[
     ("bad-keyid.json", ProvisionedRoot, Refused("Invalid")),
     ("bad-signature.json", Release, Refused("BadSignature")),
+    ("child-report-rolled-back.json", ChildReport, Accepted),
     ("command-cancel.json", Command, Accepted),
     ("command-install.json", Command, Accepted),
     ("command-revert.json", Command, Accepted),
@@ -114,6 +117,10 @@ fn run(name: &str, check: Check) -> Result<(), Error> {
             .map(drop),
         Report => messages::open_device_message::<messages::Report>(&bytes, &device, &key, now())
             .map(drop),
+        ChildReport => {
+            messages::open_device_message::<messages::ChildReport>(&bytes, &device, &key, now())
+                .map(drop)
+        }
         Heartbeat => {
             messages::open_device_message::<messages::Heartbeat>(&bytes, &device, &key, now())
                 .map(drop)

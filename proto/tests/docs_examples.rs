@@ -9,7 +9,7 @@ mod common;
 
 use common::{device_key, fixture_dir, now, trusted_root};
 use swell_proto::json::{self, Value};
-use swell_proto::messages::{self, Heartbeat, Presence, Report};
+use swell_proto::messages::{self, ChildReport, Heartbeat, Presence, Report};
 use swell_proto::{DeviceId, Error, TrustRoot};
 
 /// The ```json blocks of `text`, with the line each starts on.
@@ -52,6 +52,7 @@ fn verify(bytes: &[u8], signed: &Value) -> Result<(), Error> {
             .verify_command(bytes, &device(), now())
             .map(drop),
         "report" => from_device::<Report>(bytes, &device()),
+        "child_report" => from_device::<ChildReport>(bytes, &device()),
         "heartbeat" => from_device::<Heartbeat>(bytes, &device()),
         "presence" => from_device::<Presence>(bytes, &device()),
         other => panic!("no verifier for _type {other}"),

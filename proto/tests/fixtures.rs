@@ -25,8 +25,8 @@ use common::{device_1, device_2, expired_at, issued, key, key_id, public, seed, 
 use swell_proto::envelope::{self, Document, Header, RoleKeys};
 use swell_proto::json::{self, Value};
 use swell_proto::messages::{
-    self, Action, Command, Heartbeat, Presence, Progress, ReleaseRef, Report, Running, Slot,
-    UpdateState,
+    self, Action, ChildReport, ChildRunning, Command, Heartbeat, Presence, Progress, ReleaseRef,
+    Report, Running, Slot, UpdateState,
 };
 use swell_proto::root::{Roles, RootDocument};
 use swell_proto::{
@@ -322,6 +322,32 @@ fn generate() -> Vec<(&'static str, Vec<u8>)> {
                 ..report_downloading(device_1())
             };
             device_message(&report, 9, DEVICE_1)
+        }),
+        // gw-0001 reports that the microcontroller behind it, mcu-0001, went back to its
+        // previous firmware: its bootloader reverted an image that never confirmed itself.
+        ("child-report-rolled-back.json", {
+            let report = ChildReport {
+                device: device_1(),
+                child: DeviceId::new("mcu-0001").unwrap(),
+                issued: issued(),
+                state: UpdateState::RolledBack,
+                command: Some("c-0005".to_string()),
+                target: Some(ReleaseRef {
+                    name: ReleaseName::new("sensor-fw").unwrap(),
+                    version: SemVer::new("1.1.0").unwrap(),
+                }),
+                running: ChildRunning {
+                    release: Some(ReleaseName::new("sensor-fw").unwrap()),
+                    version: Some(SemVer::new("1.0.0").unwrap()),
+                    security_version: 1,
+                },
+                reason: Some(
+                    "the MCU's bootloader reverted to sensor-fw 1.0.0 after 3 trial boot(s): the \
+                     new image never confirmed itself"
+                        .to_string(),
+                ),
+            };
+            device_message(&report, 12, DEVICE_1)
         }),
         ("heartbeat.json", {
             let heartbeat = Heartbeat {
