@@ -110,3 +110,93 @@ pub fn validate(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigError};
+
+    const BASE: &str = r#"
+data_dir = "/var/lib/swell"
+[device]
+id = "gw-1"
+hardware = "rpi4"
+key = "/etc/swell/device.pem"
+[trust]
+root = "/etc/swell/root.json"
+[slots]
+a = "/dev/mmcblk0p2"
+b = "/dev/mmcblk0p3"
+[boot]
+backend = "uboot"
+fw_env_config = "/etc/fw_env.config"
+"#;
+
+    fn parse(children: &str) -> Result<Config, ConfigError> {
+        Config::parse(&format!("{BASE}{children}"), Path::new("agent.toml"))
+    }
+
+    fn child(id: &str, port: &str, extra: &str) -> String {
+        format!("[[child]]\nid = \"{id}\"\nhardware = \"sensor-v2\"\nport = \"{port}\"\n{extra}")
+    }
+
+    /// A child table gets the documented defaults; no table means no children.
+    #[test]
+    fn children_parse_with_defaults() {
+        assert!(parse("").unwrap().children.is_empty());
+        let c = parse(&child("mcu-1", "/dev/ttyUSB0", "baud_rate = 115200\n")).unwrap();
+        let c = &c.children[0];
+        assert_eq!((c.id.as_str(), c.baud_rate), ("mcu-1", Some(115_200)));
+        assert_eq!(
+            (
+                c.answer_timeout_ms,
+                c.poll_interval_ms,
+                c.settle_timeout_secs,
+                c.attempts
+            ),
+            (2_000, 500, 300, 3)
+        );
+    }
+
+    /// Duplicates, the gateway's own id, odd baud rates, zero timeouts and unknown fields
+    /// are refused with the field named.
+    #[test]
+    fn bad_children_are_refused() {
+        let cases = [
+            (
+                format!(
+                    "{}{}",
+                    child("mcu-1", "/dev/ttyUSB0", ""),
+                    child("mcu-1", "/dev/ttyUSB1", "")
+                ),
+                "child.id: mcu-1 is listed twice",
+            ),
+            (
+                format!(
+                    "{}{}",
+                    child("mcu-1", "/dev/ttyUSB0", ""),
+                    child("mcu-2", "/dev/ttyUSB0", "")
+                ),
+                "child.port",
+            ),
+            (child("gw-1", "/dev/ttyUSB0", ""), "the gateway's own id"),
+            (
+                child("mcu-1", "/dev/ttyUSB0", "baud_rate = 12345\n"),
+                "child.baud_rate",
+            ),
+            (
+                child("mcu-1", "/dev/ttyUSB0", "answer_timeout_ms = 0\n"),
+                "child.answer_timeout_ms: must be at least 1",
+            ),
+            (
+                child("mcu-1", "/dev/ttyUSB0", "parity = \"even\"\n"),
+                "unknown field `parity`",
+            ),
+        ];
+        for (text, needle) in cases {
+            let e = parse(&text).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+}

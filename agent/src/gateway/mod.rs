@@ -440,3 +440,158 @@ fn truncate_utf8(text: &mut String, max: usize) {
         text.truncate(end);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ed25519_dalek::SigningKey;
+    use swell_proto::envelope::{Header, RoleKeys, sign_document};
+    use swell_proto::root::{Roles, RootDocument};
+    use swell_proto::{Artifact, HardwareId, PublicKey, ReleaseDocument, ReleaseName, SemVer};
+    use swell_proto::{Sha256Digest, Timestamp};
+
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::from_unix(1_800_000_000);
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn root() -> TrustRoot {
+        let public = |s: u8| PublicKey::from(key(s).verifying_key());
+        let role = |s: u8| RoleKeys {
+            keyids: vec![public(s).key_id()],
+            threshold: 1,
+        };
+        let doc = RootDocument::new(
+            &[public(1), public(2), public(3)],
+            Roles {
+                root: role(1),
+                release: role(2),
+                controller: role(3),
+            },
+        );
+        let header = Header {
+            version: 1,
+            expires: NOW.plus_secs(3600),
+        };
+        TrustRoot::from_trusted(&sign_document(header, &doc, &[&key(1)]).unwrap()).unwrap()
+    }
+
+    fn gateway() -> Gateway {
+        let text = r#"
+data_dir = "/nonexistent/swell"
+[device]
+id = "gw-1"
+hardware = "rpi4"
+key = "/k.pem"
+[trust]
+root = "/root.json"
+[slots]
+a = "/a"
+b = "/b"
+[boot]
+backend = "simulated"
+board = "/board"
+[[child]]
+id = "mcu-1"
+hardware = "sensor-v2"
+port = "/dev/ttyUSB0"
+[[child]]
+id = "mcu-2"
+hardware = "sensor-v2"
+port = "/dev/ttyUSB1"
+"#;
+        let config = Config::parse(text, Path::new("agent.toml")).unwrap();
+        Gateway::new(&config, &root(), "/a".into())
+    }
+
+    /// A release for `targets`, each artifact of `size` bytes, for hardware sensor-v2.
+    fn release(targets: &[&str], size: u64) -> Vec<u8> {
+        let doc = ReleaseDocument {
+            name: ReleaseName::new("sensor-fw").unwrap(),
+            release_version: SemVer::new("1.1.0").unwrap(),
+            security_version: 2,
+            hardware: vec![HardwareId::new("sensor-v2").unwrap()],
+            artifacts: targets
+                .iter()
+                .map(|t| Artifact {
+                    target: TargetName::new(t).unwrap(),
+                    size,
+                    sha256: Sha256Digest::of(t.as_bytes()),
+                })
+                .collect(),
+        };
+        let header = Header {
+            version: 1,
+            expires: NOW.plus_secs(3600),
+        };
+        sign_document(header, &doc, &[&key(2)]).unwrap()
+    }
+
+    fn admit(gw: &Gateway, p: &Persisted, manifest: &[u8]) -> Result<Admission, Refusal> {
+        gw.admit(p, manifest, Source::Url("http://x/y".into()), None, NOW)
+    }
+
+    /// One configured child target goes to the gateway; no configured child leaves the
+    /// release to the A/B path; several devices at once are refused by name.
+    #[test]
+    fn installs_are_routed_by_artifact_target() {
+        let gw = gateway();
+        let p = Persisted::fresh();
+        let Ok(Admission::Child(child, job)) = admit(&gw, &p, &release(&["mcu-1"], 100)) else {
+            panic!("not routed to the child")
+        };
+        assert_eq!((child.as_str(), job.size), ("mcu-1", 100));
+        for other in [&["rootfs"][..], &["mcu-9"]] {
+            assert!(matches!(
+                admit(&gw, &p, &release(other, 100)),
+                Ok(Admission::NotForChildren)
+            ));
+        }
+        let e = admit(&gw, &p, &release(&["rootfs", "mcu-1"], 100)).unwrap_err();
+        assert_eq!(e.child.as_ref().map(DeviceId::as_str), Some("mcu-1"));
+        assert!(
+            e.reason.contains("both rootfs and child mcu-1"),
+            "{}",
+            e.reason
+        );
+        let e = admit(&gw, &p, &release(&["mcu-1", "mcu-2"], 100)).unwrap_err();
+        assert!(e.reason.contains("children mcu-1, mcu-2"), "{}", e.reason);
+        let e = admit(&gw, &p, &release(&["mcu-1"], MAX_IMAGE + 1)).unwrap_err();
+        assert!(
+            e.reason.contains("over the gateway's limit"),
+            "{}",
+            e.reason
+        );
+    }
+
+    /// A child with an update in progress, or a counter above the release's, refuses it.
+    #[test]
+    fn busy_children_and_rollbacks_are_refused() {
+        let gw = gateway();
+        let mut p = Persisted::fresh();
+        let Ok(Admission::Child(_, job)) = admit(&gw, &p, &release(&["mcu-1"], 100)) else {
+            panic!()
+        };
+        let mut entry = Entry::new(job.child.clone());
+        entry.state = Some(State::Downloading(*job));
+        p.children.push(entry);
+        let e = admit(&gw, &p, &release(&["mcu-1"], 100)).unwrap_err();
+        assert!(
+            e.reason.starts_with("busy: the update of child mcu-1"),
+            "{}",
+            e.reason
+        );
+        p.children[0].state = None;
+        p.children[0].running = Some(swell_proto::messages::ChildRunning {
+            release: None,
+            version: None,
+            security_version: 3,
+        });
+        let e = admit(&gw, &p, &release(&["mcu-1"], 100)).unwrap_err();
+        assert!(e.reason.contains("anti-rollback"), "{}", e.reason);
+    }
+}
