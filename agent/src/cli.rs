@@ -176,6 +176,8 @@ struct StatusView {
     slot_a: Option<SlotView>,
     slot_b: Option<SlotView>,
     unsent_reports: usize,
+    /// Absent on a device that never updated a child, so its output stays as it was.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     children: Vec<ChildView>,
 }
 
