@@ -9,6 +9,8 @@ use serde::Serialize;
 use swell_proto::{HardwareId, KeyId, ReleaseName, SemVer, TargetName, Timestamp};
 use zeroize::Zeroizing;
 
+use crate::client::cli as fleet;
+use crate::client::commands;
 use crate::document::{self, Expect};
 use crate::error::Error;
 use crate::fsutil::{self, DOCUMENT_MODE, Overwrite};
@@ -25,6 +27,12 @@ pub struct Cli {
     /// Output format of what the command reports.
     #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// The controller's base URL (else $SWELL_CONTROLLER, else ~/.config/swell/swellctl.toml).
+    #[arg(long, global = true, value_name = "URL")]
+    pub controller: Option<String>,
+    /// The API token (else $SWELL_TOKEN, else ~/.config/swell/swellctl.toml).
+    #[arg(long, global = true, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -45,6 +53,15 @@ pub enum Command {
     /// Work with any signed document: payload for external signers, attach, sign.
     #[command(subcommand)]
     Document(DocumentCommand),
+    /// The controller's devices: list, show, provision, revoke, install.
+    #[command(subcommand)]
+    Device(fleet::DeviceCommand),
+    /// The controller's audit log: list and verify.
+    #[command(subcommand)]
+    Audit(fleet::AuditCommand),
+    /// Enrollment tokens on the controller: create and list.
+    #[command(subcommand)]
+    EnrollToken(fleet::EnrollTokenCommand),
 }
 
 /// `swellctl key ...`
@@ -226,11 +243,28 @@ pub enum ReleaseCommand {
         #[arg(long, value_name = "RFC3339")]
         at: Option<Timestamp>,
     },
-    /// Print a manifest's contents without verifying signatures.
+    /// Print a manifest file's contents without verifying signatures, or, given NAME VERSION,
+    /// the release as the controller holds it.
     Show {
-        /// The manifest.
+        /// The manifest file, or the release name.
+        #[arg(value_name = "MANIFEST|NAME")]
         manifest: PathBuf,
+        /// The release version: show the release from the controller.
+        #[arg(value_name = "VERSION")]
+        version: Option<String>,
     },
+    /// Upload a signed manifest and its image to the controller (the image streamed).
+    Upload {
+        /// The signed manifest.
+        manifest: PathBuf,
+        /// The image.
+        image: PathBuf,
+        /// The artifact the image is (default: the manifest's only one).
+        #[arg(long, value_name = "TARGET")]
+        target: Option<String>,
+    },
+    /// The controller's accepted releases.
+    List,
 }
 
 /// `swellctl document ...`
@@ -316,11 +350,18 @@ impl Report for PayloadReport {
 /// Runs `cli` with `now` as the current time, writing reports to `out`.
 pub fn run(cli: Cli, now: Timestamp, out: &mut dyn Write) -> Result<(), Failure> {
     let format = cli.output;
+    let conn = fleet::Conn {
+        controller: cli.controller,
+        token: cli.token,
+    };
     let (command, result) = match cli.command {
         Command::Key(c) => key(c, format, out),
         Command::Root(c) => root(c, format, now, out),
-        Command::Release(c) => release(c, format, now, out),
+        Command::Release(c) => release(c, format, now, &conn, out),
         Command::Document(c) => document(c, format, out),
+        Command::Device(c) => fleet::device(c, format, &conn, out),
+        Command::Audit(c) => fleet::audit(c, format, &conn, out),
+        Command::EnrollToken(c) => fleet::enroll_token(c, format, now, &conn, out),
     };
     result.map_err(|source| Failure {
         command,
@@ -403,6 +444,7 @@ fn release(
     cmd: ReleaseCommand,
     format: OutputFormat,
     now: Timestamp,
+    conn: &fleet::Conn,
     out: &mut dyn Write,
 ) -> Outcome {
     match cmd {
@@ -458,9 +500,38 @@ fn release(
             };
             release::verify(&opts).and_then(|r| emit(out, format, &r))
         }),
-        ReleaseCommand::Show { manifest } => (
+        ReleaseCommand::Show {
+            manifest,
+            version: None,
+        } => (
             "release show",
             release::show(&manifest, now).and_then(|r| emit(out, format, &r)),
+        ),
+        ReleaseCommand::Show {
+            manifest: name,
+            version: Some(version),
+        } => (
+            "release show",
+            conn.client().and_then(|c| {
+                let a = commands::release_show(&c, &name.to_string_lossy(), &version)?;
+                emit(out, format, &a)
+            }),
+        ),
+        ReleaseCommand::Upload {
+            manifest,
+            image,
+            target,
+        } => (
+            "release upload",
+            conn.client().and_then(|c| {
+                let a = commands::release_upload(&c, &manifest, &image, target.as_deref())?;
+                emit(out, format, &a)
+            }),
+        ),
+        ReleaseCommand::List => (
+            "release list",
+            conn.client()
+                .and_then(|c| emit(out, format, &commands::release_list(&c)?)),
         ),
     }
 }

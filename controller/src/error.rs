@@ -78,6 +78,25 @@ pub enum Error {
     /// The operating system could not supply randomness for a new key.
     #[error("cannot get randomness from the operating system: {0}")]
     Random(String),
+    /// The controller answered with an error status; the message is its `{"error"}` text.
+    #[error("{message} (HTTP {status})")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The controller's reason.
+        message: String,
+    },
+    /// The controller could not be reached, or the connection broke.
+    #[error("cannot reach the controller at {url}: {reason}")]
+    Unreachable {
+        /// The controller's base URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// `audit verify` found problems (printed above the error line).
+    #[error("the audit log has {0} problem(s)")]
+    AuditBroken(usize),
     /// Writing the command's output failed (for example, a closed pipe).
     #[error("cannot write output")]
     Output(#[source] io::Error),

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod cli;
+pub mod client;
 pub mod document;
 pub mod error;
 pub mod fsutil;
