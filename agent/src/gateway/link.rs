@@ -335,6 +335,11 @@ pub fn watch(
                 }
                 Ok(info) => last = format!("{}", info.phase),
                 Err(SendError::Io(LinkError::Cancelled)) => return None,
+                Err(e @ SendError::Io(_)) => {
+                    // The line itself failed (a USB adapter re-enumerating): open it again.
+                    last = describe(&e);
+                    sender = None;
+                }
                 Err(e) => last = describe(&e),
             }
         }

@@ -426,8 +426,14 @@ impl Run {
                     let received = info(device.updater()).unwrap().received;
                     let _ = self.events.send(McuEvent::Paused { received });
                     // The gateway is cut off while this request is on the line: it is lost.
-                    if self.go.recv().is_err() {
-                        return Reset::Off;
+                    // (Waiting in slices, so a test that fails meanwhile can still stop it.)
+                    loop {
+                        match self.go.recv_timeout(Duration::from_millis(50)) {
+                            Ok(()) => break,
+                            Err(mpsc::RecvTimeoutError::Timeout)
+                                if !self.stop.load(Ordering::SeqCst) => {}
+                            Err(_) => return Reset::Off,
+                        }
                     }
                     continue;
                 }
