@@ -190,7 +190,10 @@ pub enum DownloadError {
         stall: Duration,
     },
     /// The connection broke or the server closed it early.
-    #[error("{from} ended after {received} of the manifest's {size} bytes{}", paren(.detail))]
+    #[error(
+        "download from {from} ended after {received} of the manifest's {size} bytes{}",
+        paren(.detail)
+    )]
     Truncated {
         /// The source.
         from: String,
