@@ -21,9 +21,12 @@ pub mod audit;
 pub mod auth;
 pub mod broker;
 pub mod bus;
+pub mod ca;
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod enroll;
+pub mod enroll_api;
 pub mod fleet;
 pub mod metrics;
 pub mod records;
@@ -112,6 +115,9 @@ pub enum ServiceError {
     /// The HTTP server failed.
     #[error("HTTP server")]
     Http(#[source] std::io::Error),
+    /// The device CA could not be opened or made.
+    #[error("device CA")]
+    Ca(#[from] ca::CaError),
     /// A blocking start-up step panicked.
     #[error("start-up task failed: {0}")]
     Join(String),
@@ -166,6 +172,13 @@ impl Service {
             warn!(error = %e, "the trust root has expired: releases will be refused until it is rotated");
         }
         let releases = Releases::open(db.clone(), audit.clone(), root, artifacts).await?;
+        let ca_dir = config.data_dir.join("ca");
+        let ca_now = clock.now();
+        let ca = tokio::task::spawn_blocking(move || ca::DeviceCa::open_or_create(&ca_dir, ca_now))
+            .await
+            .map_err(|e| ServiceError::Join(e.to_string()))??;
+        let enrollment =
+            enroll::Enrollment::new(db.clone(), audit.clone(), registry.clone(), Arc::new(ca));
 
         let (settings, mqtt_addr) = match &config.broker {
             BrokerConfig::Embedded { listen } => {
@@ -244,6 +257,7 @@ impl Service {
             clock,
             tokens: Arc::new(config.tokens),
             public_url: Arc::from(public_url.as_str()),
+            enrollment,
         };
         let details = audit::details(&json!({
             "http": http.to_string(),

@@ -59,6 +59,8 @@ pub struct AppState {
     pub tokens: Arc<TokenTable>,
     /// The base URL devices download artifacts from.
     pub public_url: Arc<str>,
+    /// Enrollment tokens and the device CA.
+    pub enrollment: super::enroll::Enrollment,
 }
 
 impl std::fmt::Debug for AppState {
@@ -138,6 +140,12 @@ pub fn routes() -> Routes {
             &["get", "head"],
             get(artifacts::get),
         )
+        .route(
+            "/v1/enroll-tokens",
+            &["get", "post"],
+            get(super::enroll_api::list_tokens).post(super::enroll_api::create_token),
+        )
+        .route("/v1/enroll", &["post"], post(super::enroll_api::enroll))
         .route("/v1/audit", &["get"], get(misc::audit_list))
         .route("/v1/audit/verify", &["get"], get(misc::audit_verify))
 }
