@@ -62,6 +62,9 @@ pub struct Config {
     /// Microcontrollers behind this gateway, each on a serial line (`[[child]]` tables).
     #[serde(default, rename = "child")]
     pub children: Vec<crate::gateway::ChildConfig>,
+    /// First-start enrollment with a token (see `crate::enroll`).
+    #[serde(default)]
+    pub enroll: Option<crate::enroll::EnrollConfig>,
 }
 
 /// The device's identity.
@@ -337,7 +340,7 @@ impl Config {
             if !tls && !mqtt.url.starts_with("mqtt://") {
                 return Err(invalid("mqtt.url", "must start with mqtt:// or mqtts://"));
             }
-            if tls && mqtt.ca.is_none() {
+            if tls && mqtt.ca.is_none() && self.enroll.is_none() {
                 return Err(invalid("mqtt.ca", "mqtts:// needs a CA certificate"));
             }
             if mqtt.keep_alive_secs < 5 {

@@ -113,9 +113,15 @@ fn setup<E: std::fmt::Display>(what: &str, path: &Path) -> impl FnOnce(E) -> Age
 impl Agent {
     /// Starts the agent: lock the data directory, load trust root, key and journal, read the
     /// boot state, and feed the machine its `Booted` event.
-    pub async fn start(config: Config) -> Result<Self, AgentError> {
+    pub async fn start(mut config: Config) -> Result<Self, AgentError> {
         let journal = Journal::open(&config.data_dir)?;
         let lock = lock_data_dir(&config.data_dir)?;
+        // With `[enroll]`, the first start makes the key and gets the certificate.
+        config = tokio::task::spawn_blocking(move || {
+            crate::enroll::ensure_enrolled(&mut config).map(|()| config)
+        })
+        .await
+        .map_err(|e| AgentError::Setup(format!("enrollment task: {e}")))??;
         let root_bytes = std::fs::read(&config.trust.root)
             .map_err(setup("reading trust root", &config.trust.root))?;
         let root = TrustRoot::from_trusted(&root_bytes)

@@ -6,6 +6,7 @@ pub mod bootenv;
 pub mod cli;
 pub mod config;
 pub mod download;
+pub mod enroll;
 pub mod driver;
 pub mod faults;
 pub mod gateway;
