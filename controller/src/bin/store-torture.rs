@@ -1,10 +1,11 @@
 //! The writer of the store's kill -9 torture test (`tests/store_torture.rs`); not an operator
 //! tool.
 //!
-//! `store-torture ENGINE PATH` opens the store, prints `ready COUNTER` once it is open, then
-//! commits batch after batch of `swell_controller::store::torture` forever, printing
+//! `store-torture ENGINE PATH [COUNT]` opens the store, prints `ready COUNTER` once it is
+//! open, then commits batch after batch of `swell_controller::store::torture`, printing
 //! `ack SEQ MICROS` (the batch number and how long `commit` took) after each `commit` returns,
-//! and flushing stdout each time, until it is killed.
+//! and flushing stdout each time, until it is killed, or, given COUNT, until it has committed
+//! COUNT batches (to measure commit latency without kills).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,8 +27,10 @@ fn main() -> ExitCode {
 
 fn run() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let [engine, path] = args.as_slice() else {
-        bail!("usage: store-torture redb|sled PATH");
+    let (engine, path, count) = match args.as_slice() {
+        [engine, path] => (engine, path, u64::MAX),
+        [engine, path, count] => (engine, path, count.parse().context("COUNT")?),
+        _ => bail!("usage: store-torture redb|sled PATH [COUNT]"),
     };
     let Some(engine) = Engine::from_name(engine) else {
         bail!("unknown engine {engine:?}; expected redb or sled");
@@ -41,7 +44,7 @@ fn run() -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "ready {start}")?;
     out.flush()?;
-    for seq in start + 1.. {
+    for seq in start + 1..=start.saturating_add(count) {
         let batch = torture::batch(seq);
         let t = Instant::now();
         store

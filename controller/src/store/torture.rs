@@ -12,7 +12,7 @@
 //! | rollouts | `{n:016x}/{i}` for `i < items(n)` | the same payload |
 //! | rollouts | delete `{n - WINDOW:016x}/{i}` | (the rollouts of batch `n - WINDOW`) |
 //!
-//! `items(n)` is 1 to 4, so batches are 5 to 11 writes, some of them deletes, across four
+//! `items(n)` is 1 to 4, so batches are 6 to 16 writes, some of them deletes, across four
 //! tables. If the store's counter reads `c`, the only consistent state is the one [`expected`]
 //! describes; [`verify`] compares the store with it entry by entry and attributes each
 //! difference to a batch: a lost batch (acknowledged, not there) or a torn one (partly there).
