@@ -134,24 +134,24 @@ fn request(e: &EnrollConfig, config: &Config, key: &SigningKey) -> Result<Enroll
 pub fn ensure_enrolled(config: &mut Config) -> Result<(), AgentError> {
     let cert = cert_path(&config.data_dir);
     let ca = ca_path(&config.data_dir);
-    if let Some(e) = config.enroll.clone() {
-        if !cert.exists() {
-            let key = if config.device.key.exists() {
-                crate::keys::load_device_key(&config.device.key)?
-            } else {
-                let mut seed = [0u8; 32];
-                getrandom::fill(&mut seed)
-                    .map_err(|e| AgentError::Setup(format!("no randomness for the key: {e}")))?;
-                let key = SigningKey::from_bytes(&seed);
-                let pem = pem::private_key_to_pem(&key)
-                    .map_err(|e| AgentError::Setup(format!("device key: {e}")))?;
-                write_file(&config.device.key, pem.as_bytes(), 0o600)?;
-                key
-            };
-            let enrolled = request(&e, config, &key)?;
-            write_file(&ca, enrolled.ca.as_bytes(), 0o644)?;
-            write_file(&cert, enrolled.certificate.as_bytes(), 0o644)?;
-        }
+    if let Some(e) = config.enroll.clone()
+        && !cert.exists()
+    {
+        let key = if config.device.key.exists() {
+            crate::keys::load_device_key(&config.device.key)?
+        } else {
+            let mut seed = [0u8; 32];
+            getrandom::fill(&mut seed)
+                .map_err(|e| AgentError::Setup(format!("no randomness for the key: {e}")))?;
+            let key = SigningKey::from_bytes(&seed);
+            let pem = pem::private_key_to_pem(&key)
+                .map_err(|e| AgentError::Setup(format!("device key: {e}")))?;
+            write_file(&config.device.key, pem.as_bytes(), 0o600)?;
+            key
+        };
+        let enrolled = request(&e, config, &key)?;
+        write_file(&ca, enrolled.ca.as_bytes(), 0o644)?;
+        write_file(&cert, enrolled.certificate.as_bytes(), 0o644)?;
     }
     if let Some(mqtt) = &mut config.mqtt {
         if mqtt.cert.is_none() && cert.exists() {

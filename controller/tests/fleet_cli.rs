@@ -83,7 +83,7 @@ fn devices_provision_list_show_revoke() {
             args.extend(["--cohort", cohort]);
         }
         let out = ok(&swellctl(home, url, ADMIN_TOKEN, &args));
-        assert!(out.contains(&format!("id ")) && out.contains(id), "{out}");
+        assert!(out.contains("id ") && out.contains(id), "{out}");
     }
     let all = json(&swellctl(
         home,

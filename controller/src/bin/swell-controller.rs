@@ -49,6 +49,26 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Write a Mosquitto configuration (TLS with client certificates from the controller's CA,
+    /// one topic subtree per device) into DIR; prints the mosquitto.conf path.
+    MosquittoConfig {
+        /// The controller's config (its data_dir holds the CA).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Where to write mosquitto.conf, acl and the certificates.
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// The broker's TLS listener.
+        #[arg(long, value_name = "IP:PORT", default_value = "0.0.0.0:8883")]
+        listen: std::net::SocketAddr,
+        /// A name or IP address devices reach the broker at (repeatable; default localhost
+        /// and 127.0.0.1).
+        #[arg(long, value_name = "NAME")]
+        host: Vec<String>,
+        /// The user mosquitto switches to when started as root (it must read server.key).
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -60,6 +80,13 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve { config } => serve(&config),
         Command::Token { name, role } => token(&name, role),
+        Command::MosquittoConfig {
+            config,
+            out,
+            listen,
+            host,
+            user,
+        } => mosquitto_config(&config, out, listen, host, user),
         Command::CheckConfig { config } => Config::load(&config)
             .map(|c| println!("ok: {} token(s), broker {:?}", c.tokens.len(), c.broker))
             .map_err(anyhow::Error::from),
@@ -71,6 +98,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn mosquitto_config(
+    config: &std::path::Path,
+    out: PathBuf,
+    listen: std::net::SocketAddr,
+    hosts: Vec<String>,
+    user: Option<String>,
+) -> anyhow::Result<()> {
+    use swell_controller::service::{Clock as _, ca, mosquitto};
+    let config = Config::load(config)?;
+    let now = SystemClock.now();
+    let ca = ca::DeviceCa::open_or_create(&config.data_dir.join("ca"), now)?;
+    let opts = mosquitto::MosquittoOptions {
+        out,
+        listen,
+        hosts,
+        user,
+    };
+    let path = mosquitto::write(&ca, &opts, now)?;
+    println!("{}", path.display());
+    Ok(())
 }
 
 fn token(name: &str, role: Role) -> anyhow::Result<()> {

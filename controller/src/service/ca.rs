@@ -106,6 +106,26 @@ fn validity(p: &mut CertificateParams, now: Timestamp) {
     p.not_after = ymd(now.plus_secs(CERT_VALIDITY_DAYS * 86_400));
 }
 
+/// A new Ed25519 key as an rcgen key pair and its PKCS#8 v1 PEM. The PEM comes from proto's
+/// writer, not rcgen's (ring writes PKCS#8 v2, which OpenSSL 3 refuses; Mosquitto loads keys
+/// with OpenSSL).
+fn new_key() -> Result<(KeyPair, String), CaError> {
+    let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+    getrandom::fill(seed.as_mut_slice()).map_err(|e| CaError::Key {
+        path: PathBuf::from("(new key)"),
+        why: format!("no randomness: {e}"),
+    })?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+    let pem = zeroize::Zeroizing::new(swell_proto::keys::pem::private_key_to_pem(&key).map_err(
+        |e| CaError::Key {
+            path: PathBuf::from("(new key)"),
+            why: e.to_string(),
+        },
+    )?);
+    let pair = KeyPair::from_pem(&pem)?;
+    Ok((pair, pem.to_string()))
+}
+
 fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
     // Without randomness the serial is still unique enough for a private CA whose relying
@@ -129,10 +149,10 @@ impl DeviceCa {
                 why: e.to_string(),
             })?
         } else {
-            let key = KeyPair::generate_for(&PKCS_ED25519)?;
+            let (key, pem) = new_key()?;
             fsutil::write_atomic(
                 &key_path,
-                key.serialize_pem().as_bytes(),
+                pem.as_bytes(),
                 PRIVATE_KEY_MODE,
                 Overwrite::Refuse,
             )?;
@@ -208,9 +228,9 @@ impl DeviceCa {
         cn: &str,
         now: Timestamp,
     ) -> Result<(String, String), CaError> {
-        let key = KeyPair::generate_for(&PKCS_ED25519)?;
+        let (key, pem) = new_key()?;
         let cert = self.issue(Self::client_params(cn), &key, now)?;
-        Ok((cert, key.serialize_pem()))
+        Ok((cert, pem))
     }
 
     /// A new key and a server certificate for `names` (DNS names or IP addresses). Returns
@@ -220,7 +240,7 @@ impl DeviceCa {
         names: &[String],
         now: Timestamp,
     ) -> Result<(String, String), CaError> {
-        let key = KeyPair::generate_for(&PKCS_ED25519)?;
+        let (key, pem) = new_key()?;
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(
@@ -238,7 +258,7 @@ impl DeviceCa {
         p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let cert = self.issue(p, &key, now)?;
-        Ok((cert, key.serialize_pem()))
+        Ok((cert, pem))
     }
 }
 

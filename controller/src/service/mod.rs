@@ -29,6 +29,7 @@ pub mod enroll;
 pub mod enroll_api;
 pub mod fleet;
 pub mod metrics;
+pub mod mosquitto;
 pub mod records;
 pub mod registry;
 pub mod releases;
