@@ -5,7 +5,7 @@
 //!
 //! | Operation | Guarantee |
 //! |---|---|
-//! | `commit(batch)` returns `Ok` | every put and delete of the batch, across all its tables, is applied, and survives `kill -9` of the process and (as far as the engine's fsync can promise) a power cut |
+//! | `commit(batch)` returns `Ok` | every put and delete of the batch, across all its tables, is applied, and survives `kill -9` of the process and a power cut (as far as `fsync` can promise; sled does not keep this half, see [`sled`](self::sled)) |
 //! | `commit(batch)` returns `Err` | none of the batch is applied (for [`Error::Conflict`] and errors raised before the engine commits); after an I/O error at commit time the batch may or may not be applied, and a reopen tells |
 //! | a crash at any instant | after reopening, each batch is either wholly present or wholly absent |
 //! | preconditions ([`Batch::require`]) | checked against the state just before the batch, in the same transaction as its writes; if one fails nothing is written and the error names it |

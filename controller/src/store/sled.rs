@@ -4,11 +4,11 @@
 //!
 //! - **It can fail to open after a kill.** Every open that finds the log ahead of the last
 //!   snapshot writes a new one as `snap.<lsn>.generating`, fsyncs it and renames it. A kill
-//!   before the rename leaves the `.generating` file, and sled 0.34.7 lists it among the
-//!   snapshots (it skips only `.in___motion` files), reads it as the newest, finds its CRC
+//!   in the middle of that write leaves a half-written `.generating` file, and sled 0.34.7
+//!   lists it among the snapshots (it skips only `.in___motion` files), reads it as the newest, finds its CRC
 //!   wrong and refuses to open: "Read corrupted data at file offset None" (spacejam/sled#1527,
-//!   open). Deleting that file by hand lets it open again. The torture test hit this twice;
-//!   it is rare (the kill must land inside that write) but needs a person to fix.
+//!   open). Deleting that file by hand lets it open again. The torture test hit this 3 times
+//!   in 5,371 kills: rare (the kill must land inside that write), but it needs a person.
 //! - **`flush` is not an fsync on Linux.** sled makes its log stable with
 //!   `sync_file_range(WAIT_BEFORE | WRITE | WAIT_AFTER)`, which writes the pages but neither
 //!   the file's metadata nor the drive's cache; a real `fsync` comes only from its background
