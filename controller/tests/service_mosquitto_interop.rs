@@ -1,9 +1,9 @@
-//! The controller against an external broker: the machine's Mosquitto at 127.0.0.1:1883
-//! (`broker.mode = "external"`). Skipped, with a message, when nothing listens there.
+//! The controller against an external broker (`broker.mode = "external"`): a Mosquitto process
+//! this test starts on a free loopback port. Runs only with `SWELL_INTEROP=1`; then a missing
+//! `mosquitto` binary is a failure.
 //!
-//! Mosquitto is shared with other tests and keeps sessions and retained messages, so this test
-//! uses ids unique to the run, clears the retained presence it published, and ends the
-//! controller's persistent session when it is done.
+//! The test still uses ids unique to the run, clears the retained presence it published and
+//! ends the controller's persistent session, so it stays correct against a shared broker too.
 
 // Helpers outside #[test] functions panic on the unexpected, like the tests themselves.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -19,13 +19,42 @@ use swell_proto::messages::{Presence, Report, Running, Slot, UpdateState, sign_d
 use swell_proto::topics::DeviceTopic;
 use swell_proto::{DeviceId, SemVer};
 
-const MOSQUITTO: &str = "127.0.0.1:1883";
+/// A Mosquitto process, killed when dropped.
+struct Broker(std::process::Child);
 
-fn mosquitto() -> Option<SocketAddr> {
-    let addr: SocketAddr = MOSQUITTO.parse().unwrap();
-    TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .ok()
-        .map(|_| addr)
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts Mosquitto on a free loopback port with a config written into `dir`.
+fn mosquitto(dir: &std::path::Path) -> (Broker, SocketAddr) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"),
+    )
+    .unwrap();
+    let child = std::process::Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("SWELL_INTEROP=1 needs the mosquitto binary");
+    let broker = Broker(child);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    eventually("mosquitto to listen", || {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()
+    });
+    (broker, addr)
 }
 
 /// Ends the persistent session of `client_id` (a clean-session connect discards it).
@@ -48,14 +77,16 @@ fn end_session(addr: SocketAddr, client_id: &str) {
 /// inventory, a forged report is dropped, and commands reach the device's topic.
 #[test]
 fn inventory_updates_through_mosquitto() {
-    let Some(addr) = mosquitto() else {
-        eprintln!("skipped: no MQTT broker at {MOSQUITTO} (the CI machine runs Mosquitto there)");
+    if std::env::var_os("SWELL_INTEROP").is_none() {
+        eprintln!("skipped: set SWELL_INTEROP=1");
         return;
-    };
+    }
+    let broker_dir = tempfile::tempdir().unwrap();
+    let (_broker, addr) = mosquitto(broker_dir.path());
     let run = format!("{}-{}", std::process::id(), now().unix());
     let client_id = format!("swell-controller-test-{run}");
     let fx = Fixture::with_broker(
-        &format!("mode = \"external\"\nurl = \"mqtt://{MOSQUITTO}\"\nclient_id = \"{client_id}\""),
+        &format!("mode = \"external\"\nurl = \"mqtt://{addr}\"\nclient_id = \"{client_id}\""),
         "",
     );
     let c = fx.start();
