@@ -443,6 +443,11 @@ impl Agent {
             reason: Some(reason),
         };
         let payload = self.sign_report(&report)?;
+        self.publish_refusal(payload)
+    }
+
+    /// Queues a refusal report durably (no state changes with it), then sends it.
+    fn publish_refusal(&mut self, payload: Vec<u8>) -> Result<(), AgentError> {
         self.p.enqueue(Outgoing {
             topic: DeviceTopic::Report,
             payload: payload.clone(),
@@ -474,13 +479,7 @@ impl Agent {
                 now(),
             )
             .map_err(AgentError::Setup)?;
-        self.p.enqueue(Outgoing {
-            topic: DeviceTopic::Report,
-            payload: payload.clone(),
-        });
-        self.journal.store(&self.p)?;
-        self.send(Outbound::Report(payload));
-        Ok(())
+        self.publish_refusal(payload)
     }
 
     /// One step of a child's update: transition, persist (with the step's reports), then act.

@@ -288,13 +288,7 @@ impl DeviceMessage for Report {
     }
 
     fn check_limits(&self) -> Result<(), Error> {
-        match &self.reason {
-            Some(reason) if reason.len() > MAX_REASON_LEN => Err(Error::Invalid {
-                what: "report",
-                detail: format!("reason is {} bytes, over {MAX_REASON_LEN}", reason.len()),
-            }),
-            _ => Ok(()),
-        }
+        check_reason("report", self.reason.as_deref())
     }
 }
 
@@ -304,13 +298,7 @@ impl DeviceMessage for ChildReport {
     }
 
     fn check_limits(&self) -> Result<(), Error> {
-        match &self.reason {
-            Some(reason) if reason.len() > MAX_REASON_LEN => Err(Error::Invalid {
-                what: "child report",
-                detail: format!("reason is {} bytes, over {MAX_REASON_LEN}", reason.len()),
-            }),
-            _ => Ok(()),
-        }
+        check_reason("child report", self.reason.as_deref())
     }
 }
 
@@ -323,6 +311,17 @@ impl DeviceMessage for Heartbeat {
 impl DeviceMessage for Presence {
     fn device(&self) -> &DeviceId {
         &self.device
+    }
+}
+
+/// Refuses a free-text reason longer than [`MAX_REASON_LEN`].
+fn check_reason(what: &'static str, reason: Option<&str>) -> Result<(), Error> {
+    match reason {
+        Some(reason) if reason.len() > MAX_REASON_LEN => Err(Error::Invalid {
+            what,
+            detail: format!("reason is {} bytes, over {MAX_REASON_LEN}", reason.len()),
+        }),
+        _ => Ok(()),
     }
 }
 
