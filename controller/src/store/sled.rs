@@ -71,9 +71,10 @@ impl SledStore {
     }
 }
 
-/// How long [`SledStore::open`] waits for a lock that the same process's previous, dropped
-/// handle may still hold.
-const LOCK_WAIT: Duration = Duration::from_secs(2);
+/// How long [`SledStore::open`] waits for a lock that a just-dropped handle, in this process or
+/// another, may still hold. Generous, because on a loaded machine sled's background threads can
+/// take seconds to let go.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// Opens the sled directory, waiting up to [`LOCK_WAIT`] while its lock is held. Dropping a
 /// `sled::Db` does not release the directory's `flock` at once: sled's background threads hold
