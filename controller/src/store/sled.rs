@@ -84,8 +84,12 @@ fn open_waiting_for_lock(path: &Path) -> Result<::sled::Db, Error> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         match ::sled::open(path) {
+            // sled reports a held lock as a plain I/O error of kind `Other` whose text says so
+            // (and holds the original `WouldBlock` only in that text).
             Err(::sled::Error::Io(e))
-                if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline =>
+                if (e.kind() == io::ErrorKind::WouldBlock
+                    || e.to_string().contains("could not acquire lock"))
+                    && Instant::now() < deadline =>
             {
                 thread::sleep(Duration::from_millis(10));
             }
