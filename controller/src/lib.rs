@@ -13,6 +13,7 @@ pub mod release;
 pub mod rootcmd;
 pub mod service;
 pub mod store;
+pub mod verification;
 pub mod when;
 
 pub use error::Error;
