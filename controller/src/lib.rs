@@ -12,6 +12,7 @@ pub mod planner;
 pub mod release;
 pub mod rootcmd;
 pub mod service;
+pub mod service_cli;
 pub mod store;
 pub mod verification;
 pub mod when;

@@ -58,6 +58,10 @@ pub struct PlanFile {
     /// Stage settings that stages do not set themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub defaults: Option<StageDefaultsFile>,
+    /// Lock deploys when the rollout aborts: a lock the executor creates, held until someone
+    /// releases it with a reason. Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lock_on_abort: bool,
     /// The pipeline, in order.
     #[serde(default)]
     pub step: Vec<StepFile>,
@@ -311,6 +315,7 @@ impl Plan {
             window,
             zone_order,
             limits,
+            lock_on_abort: file.lock_on_abort,
             steps,
         })
     }

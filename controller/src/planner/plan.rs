@@ -23,6 +23,7 @@ pub struct Plan {
     pub(super) window: MaintenanceWindow,
     pub(super) zone_order: ZoneOrder,
     pub(super) limits: Limits,
+    pub(super) lock_on_abort: bool,
     pub(super) steps: Vec<Step>,
 }
 
@@ -157,6 +158,11 @@ impl Plan {
     /// The rollout-wide limits.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// Whether an abort locks deploys until someone releases the lock.
+    pub fn lock_on_abort(&self) -> bool {
+        self.lock_on_abort
     }
 
     /// The pipeline; never empty, and no step is empty.

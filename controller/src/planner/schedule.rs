@@ -314,6 +314,15 @@ fn zone_order(order: &ZoneOrder, zones: Vec<Zone>, at: Timestamp) -> Vec<Zone> {
     }
 }
 
+impl Limits {
+    /// Starts allowed in the UTC minute holding `t`, for a step whose ramp began at `origin`:
+    /// `max_starts_per_minute`, or the ramp's value for that minute. The executor holds real
+    /// starts to the same caps the planner placed them under.
+    pub fn starts_allowed(&self, origin: Timestamp, t: Timestamp) -> u32 {
+        cap(self, to_ms(origin), to_ms(t).div_euclid(MINUTE_MS))
+    }
+}
+
 /// Starts per minute allowed in `minute` of a step whose ramp began at `origin` (ms).
 fn cap(limits: &Limits, origin: i64, minute: i64) -> u32 {
     let max = limits.max_starts_per_minute;

@@ -378,7 +378,7 @@ pub struct AuditLog {
 pub struct AuditWriter<'a> {
     db: &'a Db,
     head: MutexGuard<'a, Head>,
-    pending: Option<Entry>,
+    pending: Vec<Entry>,
 }
 
 impl AuditLog {
@@ -401,7 +401,7 @@ impl AuditLog {
         AuditWriter {
             db: &self.db,
             head: self.head.lock().await,
-            pending: None,
+            pending: Vec::new(),
         }
     }
 
@@ -448,8 +448,8 @@ impl AuditLog {
 }
 
 impl AuditWriter<'_> {
-    /// Adds the entry to `batch` (with the new head, and the old head as a precondition).
-    /// One entry per writer.
+    /// Adds the entry to `batch` (with the new head; the first entry also adds the old head as
+    /// a precondition). Several entries may go into one batch: they chain in order.
     pub fn append(
         &mut self,
         batch: &mut Batch,
@@ -458,18 +458,28 @@ impl AuditWriter<'_> {
         action: &str,
         details: Value,
     ) {
-        let head = *self.head;
+        let head = self.pending.last().map_or(*self.head, |e| Head {
+            seq: e.seq,
+            hash: e.hash,
+        });
         let entry = Entry::new(head.seq, head.hash, time, actor, action, details);
-        let old = (head.seq > 0).then(|| head.to_bytes());
+        if self.pending.is_empty() {
+            let old = (head.seq > 0).then(|| head.to_bytes());
+            batch.require(Table::Meta, keys::AUDIT_HEAD.to_vec(), old);
+        }
         let new = Head {
             seq: entry.seq,
             hash: entry.hash,
         };
         batch
-            .require(Table::Meta, keys::AUDIT_HEAD.to_vec(), old)
             .put(Table::Audit, entry_key(entry.seq), entry.to_bytes())
             .put(Table::Meta, keys::AUDIT_HEAD.to_vec(), new.to_bytes());
-        self.pending = Some(entry);
+        self.pending.push(entry);
+    }
+
+    /// Whether an entry was appended.
+    pub fn has_entries(&self) -> bool {
+        !self.pending.is_empty()
     }
 
     /// Commits `batch` and, if it was stored, advances the head.
@@ -477,7 +487,7 @@ impl AuditWriter<'_> {
         self.db.commit(batch).await?;
         let entry = self
             .pending
-            .take()
+            .pop()
             .ok_or_else(|| DbError::Corrupt("audit commit without an entry".into()))?;
         *self.head = Head {
             seq: entry.seq,

@@ -59,6 +59,72 @@ pub struct Sent {
     pub id: String,
     /// Its sequence number.
     pub seq: u64,
+    /// The signed envelope as published: publishing it again is harmless (the device drops a
+    /// sequence number it has seen), which is how a restarted controller finishes a send it
+    /// recorded but may not have published.
+    pub payload: Vec<u8>,
+}
+
+/// Why no install command can be built for a device.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The catalogue has no such release.
+    #[error("no accepted release {0} {1}")]
+    NoRelease(swell_proto::ReleaseName, swell_proto::SemVer),
+    /// The release no longer verifies (expired, or the root changed).
+    #[error("release {0} {1}: {2}")]
+    Unverifiable(swell_proto::ReleaseName, swell_proto::SemVer, String),
+    /// The device would refuse it (hardware, anti-rollback).
+    #[error("device {0}: {1}")]
+    Refused(DeviceId, String),
+    /// The release has no `rootfs` artifact.
+    #[error("release {0} {1} has no rootfs artifact")]
+    NoRootfs(swell_proto::ReleaseName, swell_proto::SemVer),
+}
+
+/// The install command for `device` and release `name` `version`, checked first the way the
+/// device will check it (a command it must refuse is better refused here), with the artifact
+/// URL under `public_url`; and the detail recorded with it.
+pub fn install_action(
+    releases: &super::releases::Releases,
+    public_url: &str,
+    device: &super::fleet::Device,
+    name: &swell_proto::ReleaseName,
+    version: &swell_proto::SemVer,
+    now: Timestamp,
+) -> Result<(Action, serde_json::Value), InstallError> {
+    let r = releases
+        .get(name, version)
+        .ok_or_else(|| InstallError::NoRelease(name.clone(), version.clone()))?;
+    let verified = releases
+        .reverify(&r.manifest, now)
+        .map_err(|e| InstallError::Unverifiable(name.clone(), version.clone(), e.to_string()))?;
+    let installed = device
+        .inventory
+        .running
+        .as_ref()
+        .map_or(0, |r| r.security_version);
+    verified
+        .admit(swell_proto::release::DevicePolicy {
+            hardware: &device.registration.hardware,
+            installed_security_version: installed,
+        })
+        .map_err(|e| InstallError::Refused(device.registration.id.clone(), e.to_string()))?;
+    let rootfs = verified
+        .document()
+        .artifacts
+        .iter()
+        .find(|a| a.target.as_str() == "rootfs")
+        .ok_or_else(|| InstallError::NoRootfs(name.clone(), version.clone()))?;
+    // The manifest was parsed as JSON when it was accepted; an empty object would be refused
+    // by the device, never silently accepted.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&r.manifest).unwrap_or_else(|_| json!({}));
+    let url = format!("{public_url}/v1/artifacts/{}", rootfs.sha256);
+    Ok((
+        Action::Install { manifest, url },
+        json!({"release": name.as_str(), "version": version.to_string()}),
+    ))
 }
 
 /// The cloneable command sender.
@@ -134,12 +200,35 @@ impl Commands {
         actor: &str,
         now: Timestamp,
     ) -> Result<Sent, CommandError> {
-        let result = self.send_inner(device, action, detail, actor, now).await;
+        self.send_with(device, action, detail, actor, now, |_, _| {})
+            .await
+    }
+
+    /// [`send`](Self::send), with `record` adding the caller's own writes about the command
+    /// to the batch that allocates its sequence number, so that the caller's record of the
+    /// command and the number are stored together or not at all.
+    pub async fn send_with(
+        &self,
+        device: &DeviceId,
+        action: Action,
+        detail: serde_json::Value,
+        actor: &str,
+        now: Timestamp,
+        record: impl FnOnce(&Sent, &mut Batch),
+    ) -> Result<Sent, CommandError> {
+        let result = self
+            .send_inner(device, action, detail, actor, now, record)
+            .await;
         match &result {
             Ok(_) => self.metrics.command_sent(),
             Err(_) => self.metrics.command_failed(),
         }
         result
+    }
+
+    /// Publishes a command recorded earlier again (see [`Sent::payload`]).
+    pub async fn republish(&self, device: &DeviceId, payload: Vec<u8>) -> Result<(), BusError> {
+        self.bus.publish_command(device, payload).await
     }
 
     async fn send_inner(
@@ -149,6 +238,7 @@ impl Commands {
         detail: serde_json::Value,
         actor: &str,
         now: Timestamp,
+        record: impl FnOnce(&Sent, &mut Batch),
     ) -> Result<Sent, CommandError> {
         match self.registry.sender(device) {
             Sender::Unknown => return Err(CommandError::NotFound(device.clone())),
@@ -189,14 +279,18 @@ impl Commands {
             "detail": detail,
         }))?;
         w.append(&mut batch, now, actor, "command.send", details);
+        let sent = Sent { id, seq, payload };
+        record(&sent, &mut batch);
         w.commit(batch).await?;
         self.last
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(device.clone(), seq);
 
-        self.bus.publish_command(device, payload).await?;
-        info!(device_id = %device, command = %id, kind, "command sent");
-        Ok(Sent { id, seq })
+        self.bus
+            .publish_command(device, sent.payload.clone())
+            .await?;
+        info!(device_id = %device, command = %sent.id, kind, "command sent");
+        Ok(sent)
     }
 }

@@ -71,6 +71,66 @@ pub struct Config {
     pub tokens: TokenTable,
     /// The state store.
     pub store: StoreConfig,
+    /// Where the service's time comes from.
+    pub clock: ClockConfig,
+    /// The rollout executor.
+    pub rollouts: RolloutsConfig,
+    /// Webhooks told about rollout events.
+    pub webhooks: Vec<WebhookConfig>,
+}
+
+/// Where the service's time comes from.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ClockConfig {
+    /// The system clock.
+    System,
+    /// A simulated clock for tests and demonstrations: it shows `start` at the real instant
+    /// `anchor` (by default, when the service starts) and runs `speed` times faster than real
+    /// time. Maintenance windows, device timeouts and soaks all follow it; devices keep their
+    /// own real clocks. With an `anchor`, a restarted controller continues the same timeline.
+    Simulated {
+        /// The instant the clock shows at `anchor`.
+        start: swell_proto::Timestamp,
+        /// How many simulated seconds pass per real second (1 to 3600).
+        speed: f64,
+        /// The real instant at which the clock showed `start`.
+        anchor: Option<swell_proto::Timestamp>,
+    },
+}
+
+/// The rollout executor's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolloutsConfig {
+    /// How often (real milliseconds) the executor re-evaluates every active rollout when no
+    /// device report wakes it earlier.
+    pub tick_ms: u64,
+}
+
+/// Default [`RolloutsConfig::tick_ms`].
+pub const DEFAULT_TICK_MS: u64 = 1000;
+
+/// One webhook: where rollout events are POSTed and the secret their HMAC is keyed with.
+#[derive(Clone)]
+pub struct WebhookConfig {
+    /// A name for logs and the audit log.
+    pub name: String,
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// The HMAC-SHA256 key (from `secret_file`).
+    pub secret: Zeroizing<Vec<u8>>,
+    /// The event kinds sent (`rollout.aborted`, ...); empty means every event.
+    pub events: Vec<String>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret is never printed.
+        f.debug_struct("WebhookConfig")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The HTTP API.
@@ -168,7 +228,42 @@ struct RawConfig {
     api: RawApi,
     #[serde(default)]
     store: RawStore,
+    #[serde(default)]
+    clock: Option<RawClock>,
+    #[serde(default)]
+    rollouts: RawRollouts,
+    #[serde(default)]
+    webhook: Vec<RawWebhook>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClock {
+    start: String,
+    speed: f64,
+    #[serde(default)]
+    anchor: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRollouts {
+    #[serde(default)]
+    tick_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWebhook {
+    name: String,
+    url: String,
+    secret_file: PathBuf,
+    #[serde(default)]
+    events: Vec<String>,
+}
+
+/// Largest webhook secret file read.
+const MAX_SECRET_BYTES: u64 = 4096;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -366,6 +461,80 @@ impl Config {
             },
         };
 
+        let clock = match raw.clock {
+            None => ClockConfig::System,
+            Some(c) => {
+                let start = swell_proto::Timestamp::parse(&c.start)
+                    .map_err(|e| invalid("clock.start", format!("{:?}: {e}", c.start)))?;
+                if !(1.0..=3600.0).contains(&c.speed) {
+                    return Err(invalid(
+                        "clock.speed",
+                        format!("{} is not from 1 to 3600", c.speed),
+                    ));
+                }
+                let anchor = c
+                    .anchor
+                    .map(|a| {
+                        swell_proto::Timestamp::parse(&a)
+                            .map_err(|e| invalid("clock.anchor", format!("{a:?}: {e}")))
+                    })
+                    .transpose()?;
+                ClockConfig::Simulated {
+                    start,
+                    speed: c.speed,
+                    anchor,
+                }
+            }
+        };
+        let rollouts = RolloutsConfig {
+            tick_ms: match raw.rollouts.tick_ms {
+                None => DEFAULT_TICK_MS,
+                Some(ms @ 10..=60_000) => ms,
+                Some(ms) => {
+                    return Err(invalid(
+                        "rollouts.tick_ms",
+                        format!("{ms} is not from 10 to 60000"),
+                    ));
+                }
+            },
+        };
+        let mut webhooks = Vec::new();
+        for w in raw.webhook {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
+                return Err(invalid(
+                    "webhook.url",
+                    format!(
+                        "webhook {:?}: {:?} must start with http:// or https://",
+                        w.name, w.url
+                    ),
+                ));
+            }
+            if webhooks.iter().any(|h: &WebhookConfig| h.name == w.name) {
+                return Err(invalid(
+                    "webhook.name",
+                    format!("{:?} is used twice", w.name),
+                ));
+            }
+            let secret = Zeroizing::new(read_bounded(
+                "webhook secret",
+                &resolve(&w.secret_file),
+                MAX_SECRET_BYTES,
+            )?);
+            let trimmed = secret.trim_ascii();
+            if trimmed.len() < 16 {
+                return Err(invalid(
+                    "webhook.secret_file",
+                    format!("webhook {:?}: the secret must be at least 16 bytes", w.name),
+                ));
+            }
+            webhooks.push(WebhookConfig {
+                name: w.name,
+                url: w.url,
+                secret: Zeroizing::new(trimmed.to_vec()),
+                events: w.events,
+            });
+        }
+
         Ok(Config {
             data_dir: resolve(&raw.data_dir),
             http,
@@ -373,6 +542,9 @@ impl Config {
             trust,
             tokens,
             store,
+            clock,
+            rollouts,
+            webhooks,
         })
     }
 }

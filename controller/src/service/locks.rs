@@ -574,7 +574,7 @@ impl Locks {
     ) -> Result<Lock, LockError> {
         check_reason(reason, "reason")?;
         // The writer serializes every lock write, so the state read below is current.
-        let w = self.audit.writer().await;
+        let mut w = self.audit.writer().await;
         let old = self
             .get(id)
             .ok_or_else(|| LockError::NotFound(id.to_owned()))?;
@@ -597,7 +597,6 @@ impl Locks {
             key(&lock.id),
             to_bytes(&LockRecord::from_lock(&lock)),
         );
-        let mut w = w;
         w.append(
             &mut batch,
             now,

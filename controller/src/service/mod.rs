@@ -28,11 +28,14 @@ pub mod db;
 pub mod enroll;
 pub mod enroll_api;
 pub mod fleet;
+pub mod locks;
 pub mod metrics;
 pub mod mosquitto;
 pub mod records;
 pub mod registry;
 pub mod releases;
+pub mod rollouts;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -76,6 +79,56 @@ impl Clock for SystemClock {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         Timestamp::from_unix(i64::try_from(secs).unwrap_or(i64::MAX))
+    }
+}
+
+/// A simulated clock (`[clock]` in the config): it showed `start` at the real instant
+/// `anchor` and runs `speed` times faster than real time. Anchoring it to a real instant
+/// (rather than to the process's start) keeps one timeline across controller restarts.
+#[derive(Debug, Clone, Copy)]
+pub struct SimulatedClock {
+    start: Timestamp,
+    speed: f64,
+    anchor: SystemTime,
+}
+
+impl SimulatedClock {
+    /// A clock that showed `start` at `anchor` and runs `speed` times real time.
+    pub fn new(start: Timestamp, speed: f64, anchor: SystemTime) -> SimulatedClock {
+        SimulatedClock {
+            start,
+            speed,
+            anchor,
+        }
+    }
+}
+
+impl Clock for SimulatedClock {
+    fn now(&self) -> Timestamp {
+        let real = SystemTime::now()
+            .duration_since(self.anchor)
+            .map_or(0.0, |d| d.as_secs_f64());
+        // Whole simulated seconds; a run would need centuries to lose precision here.
+        #[allow(clippy::cast_possible_truncation)]
+        let secs = (real * self.speed) as i64;
+        self.start.plus_secs(secs)
+    }
+}
+
+/// The clock `config` asks for.
+pub fn clock_for(config: config::ClockConfig) -> Arc<dyn Clock> {
+    match config {
+        config::ClockConfig::System => Arc::new(SystemClock),
+        config::ClockConfig::Simulated {
+            start,
+            speed,
+            anchor,
+        } => {
+            let anchor = anchor.map_or_else(SystemTime::now, |a| {
+                UNIX_EPOCH + Duration::from_secs(u64::try_from(a.unix()).unwrap_or(0))
+            });
+            Arc::new(SimulatedClock::new(start, speed, anchor))
+        }
     }
 }
 
@@ -249,6 +302,28 @@ impl Service {
             Arc::clone(&metrics),
             config.trust.controller_key.clone(),
         );
+        let locks = locks::Locks::open(db.clone(), audit.clone()).await?;
+        let webhooks = webhooks::Webhooks::open(
+            db.clone(),
+            audit.clone(),
+            config.webhooks.clone(),
+            Arc::clone(&clock),
+        )
+        .await?;
+        let public_url: Arc<str> = Arc::from(public_url.as_str());
+        let rollouts = rollouts::Rollouts::open(rollouts::Deps {
+            db: db.clone(),
+            audit: audit.clone(),
+            registry: registry.clone(),
+            releases: releases.clone(),
+            commands: commands.clone(),
+            locks: locks.clone(),
+            webhooks: webhooks.clone(),
+            clock: Arc::clone(&clock),
+            public_url: Arc::clone(&public_url),
+            tick: Duration::from_millis(config.rollouts.tick_ms),
+        })
+        .await?;
         let state = api::AppState {
             registry,
             releases,
@@ -257,8 +332,11 @@ impl Service {
             metrics,
             clock,
             tokens: Arc::new(config.tokens),
-            public_url: Arc::from(public_url.as_str()),
+            public_url,
             enrollment,
+            locks,
+            webhooks,
+            rollouts,
         };
         let details = audit::details(&json!({
             "http": http.to_string(),
@@ -312,6 +390,8 @@ impl Service {
             bus,
         } = self;
 
+        tracker.spawn(state.webhooks.clone().run(token.clone()));
+        tracker.spawn(state.rollouts.clone().run(token.clone()));
         tracker.spawn(driver.run(
             state.registry.clone(),
             Arc::clone(&state.metrics),

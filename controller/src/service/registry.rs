@@ -100,6 +100,7 @@ pub struct Registry {
     db: Db,
     audit: AuditLog,
     cache: Arc<RwLock<Cache>>,
+    changed: Arc<tokio::sync::Notify>,
 }
 
 fn topic_from_suffix(suffix: &str) -> Option<&'static str> {
@@ -147,6 +148,7 @@ impl Registry {
             db,
             audit,
             cache: Arc::new(RwLock::new(cache)),
+            changed: Arc::default(),
         })
     }
 
@@ -158,6 +160,13 @@ impl Registry {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
         self.cache.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Resolves after the next accepted device message (or at once if one was accepted since
+    /// the last call): the rollout executor reacts to reports as they arrive, not at its next
+    /// tick. One waiter is meant (the executor).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// One device.
@@ -337,11 +346,14 @@ impl Registry {
                 records::counter_bytes(seq),
             );
         self.db.commit(batch).await?;
-        let mut cache = self.write();
-        cache.sequences.insert((id.clone(), topic.suffix()), seq);
-        if let Some(d) = cache.devices.get_mut(id) {
-            d.inventory = inventory;
+        {
+            let mut cache = self.write();
+            cache.sequences.insert((id.clone(), topic.suffix()), seq);
+            if let Some(d) = cache.devices.get_mut(id) {
+                d.inventory = inventory;
+            }
         }
+        self.changed.notify_one();
         Ok(())
     }
 }

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use swell_proto::keys::pem;
 use swell_proto::messages::{Action, Progress, ReleaseRef, Running};
-use swell_proto::release::DevicePolicy;
 use swell_proto::{DeviceId, HardwareId, ReleaseName, SemVer, Timestamp};
 
 use super::extract::{JsonBody, query_pairs};
 use super::{Admin, ApiError, AppState, Operator, Viewer};
+use crate::service::commands::{InstallError, install_action};
 use crate::service::fleet::{Device, Filter, Label, Zone, parse_state, state_name};
 use crate::service::registry::Provision;
 use crate::store::Batch;
@@ -273,45 +273,18 @@ pub(super) async fn command(
         .ok_or_else(|| ApiError::not_found(format!("no device {id}")))?;
     let now = state.clock.now();
     let (action, detail) = match req {
-        CommandRequest::Install { release, version } => {
-            let r = state.releases.get(&release, &version).ok_or_else(|| {
-                ApiError::not_found(format!("no accepted release {release} {version}"))
-            })?;
-            // What the device will check, checked first here: a command it must refuse is
-            // better refused to the operator.
-            let verified = state.releases.reverify(&r.manifest, now).map_err(|e| {
-                ApiError::new(
-                    StatusCode::CONFLICT,
-                    format!("release {release} {version}: {e}"),
-                )
-            })?;
-            let installed = device
-                .inventory
-                .running
-                .as_ref()
-                .map_or(0, |r| r.security_version);
-            verified
-                .admit(DevicePolicy {
-                    hardware: &device.registration.hardware,
-                    installed_security_version: installed,
-                })
-                .map_err(|e| ApiError::new(StatusCode::CONFLICT, format!("device {id}: {e}")))?;
-            let rootfs = verified
-                .document()
-                .artifacts
-                .iter()
-                .find(|a| a.target.as_str() == "rootfs")
-                .ok_or_else(|| {
-                    ApiError::new(StatusCode::CONFLICT, "the release has no rootfs artifact")
-                })?;
-            let manifest: serde_json::Value =
-                serde_json::from_slice(&r.manifest).map_err(|e| ApiError::internal(&e))?;
-            let url = format!("{}/v1/artifacts/{}", state.public_url, rootfs.sha256);
-            (
-                Action::Install { manifest, url },
-                json!({"release": release.as_str(), "version": version.to_string()}),
-            )
-        }
+        CommandRequest::Install { release, version } => install_action(
+            &state.releases,
+            &state.public_url,
+            &device,
+            &release,
+            &version,
+            now,
+        )
+        .map_err(|e| match e {
+            InstallError::NoRelease(..) => ApiError::not_found(e.to_string()),
+            _ => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+        })?,
         CommandRequest::Revert {} => (Action::Revert, json!({})),
         CommandRequest::Cancel {} => (Action::Cancel, json!({})),
     };

@@ -13,8 +13,10 @@ mod artifacts;
 mod devices;
 mod errors;
 mod extract;
+mod locks;
 mod misc;
 mod releases;
+mod rollouts;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,6 +63,12 @@ pub struct AppState {
     pub public_url: Arc<str>,
     /// Enrollment tokens and the device CA.
     pub enrollment: super::enroll::Enrollment,
+    /// Deploy locks.
+    pub locks: super::locks::Locks,
+    /// Rollout event webhooks.
+    pub webhooks: super::webhooks::Webhooks,
+    /// The rollout executor.
+    pub rollouts: super::rollouts::Rollouts,
 }
 
 impl std::fmt::Debug for AppState {
@@ -146,6 +154,30 @@ pub fn routes() -> Routes {
             get(super::enroll_api::list_tokens).post(super::enroll_api::create_token),
         )
         .route("/v1/enroll", &["post"], post(super::enroll_api::enroll))
+        .route(
+            "/v1/locks",
+            &["get", "post"],
+            get(locks::list).post(locks::create),
+        )
+        .route("/v1/locks/{id}/release", &["post"], post(locks::release))
+        .route(
+            "/v1/rollouts",
+            &["get", "post"],
+            get(rollouts::list).post(rollouts::create),
+        )
+        .route("/v1/rollouts/{id}", &["get"], get(rollouts::show))
+        .route("/v1/rollouts/{id}/pause", &["post"], post(rollouts::pause))
+        .route(
+            "/v1/rollouts/{id}/resume",
+            &["post"],
+            post(rollouts::resume),
+        )
+        .route("/v1/rollouts/{id}/abort", &["post"], post(rollouts::abort))
+        .route(
+            "/v1/rollouts/{id}/approve",
+            &["post"],
+            post(rollouts::approve),
+        )
         .route("/v1/audit", &["get"], get(misc::audit_list))
         .route("/v1/audit/verify", &["get"], get(misc::audit_verify))
 }
