@@ -62,6 +62,10 @@ pub enum Command {
     /// Enrollment tokens on the controller: create and list.
     #[command(subcommand)]
     EnrollToken(fleet::EnrollTokenCommand),
+    /// Rollouts on the controller: create (or dry-run), list, show, pause, resume, abort,
+    /// approve, watch.
+    #[command(subcommand)]
+    Rollout(fleet::RolloutCommand),
 }
 
 /// `swellctl key ...`
@@ -362,6 +366,7 @@ pub fn run(cli: Cli, now: Timestamp, out: &mut dyn Write) -> Result<(), Failure>
         Command::Device(c) => fleet::device(c, format, &conn, out),
         Command::Audit(c) => fleet::audit(c, format, &conn, out),
         Command::EnrollToken(c) => fleet::enroll_token(c, format, now, &conn, out),
+        Command::Rollout(c) => fleet::rollout(c, format, now, &conn, out),
     };
     result.map_err(|source| Failure {
         command,

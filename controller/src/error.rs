@@ -97,12 +97,33 @@ pub enum Error {
     /// `audit verify` found problems (printed above the error line).
     #[error("the audit log has {0} problem(s)")]
     AuditBroken(usize),
+    /// `rollout watch` saw the rollout end other than completed (its last state is printed
+    /// above the error line); the exit status says how ([`Error::exit_status`]).
+    #[error("rollout {id} ended {status}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    RolloutEnded {
+        /// The rollout.
+        id: String,
+        /// `rolled_back`, `aborted` or `superseded`.
+        status: String,
+        /// The controller's status reason.
+        reason: Option<String>,
+    },
     /// Writing the command's output failed (for example, a closed pipe).
     #[error("cannot write output")]
     Output(#[source] io::Error),
 }
 
 impl Error {
+    /// swellctl's exit status for this error: 3 when a watched rollout rolled back or was
+    /// aborted, 4 when it was superseded, 1 for everything else.
+    pub fn exit_status(&self) -> u8 {
+        match self {
+            Error::RolloutEnded { status, .. } if status == "superseded" => 4,
+            Error::RolloutEnded { .. } => 3,
+            _ => 1,
+        }
+    }
+
     /// An [`Error::Io`] maker for `map_err`.
     pub fn io(action: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();

@@ -2,7 +2,8 @@
 //! command is in the library (`swell_controller::cli::run`).
 //!
 //! On failure swellctl prints exactly one line, `error: <reason>`, to standard error and exits
-//! with status 1; the reason is the error chain joined with ": ".
+//! with status 1 (3 or 4 when `rollout watch` saw the rollout roll back or be superseded:
+//! `Error::exit_status`); the reason is the error chain joined with ": ".
 
 use std::io::Write as _;
 use std::process::ExitCode;
@@ -31,7 +32,11 @@ fn main() -> ExitCode {
     let mut out = stdout.lock();
     match run(cli, now, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&chain(&anyhow::Error::new(e))),
+        Err(e) => {
+            let status = e.source.exit_status();
+            fail(&chain(&anyhow::Error::new(e)));
+            ExitCode::from(status)
+        }
     }
 }
 

@@ -271,3 +271,240 @@ pub fn enroll_token(
         ),
     }
 }
+
+/// `swellctl rollout create`'s arguments.
+#[derive(Debug, clap::Args)]
+pub struct RolloutCreateArgs {
+    /// The release to roll out, as NAME@VERSION (os@1.2.0).
+    #[arg(long, value_name = "NAME@VERSION")]
+    pub release: super::rollouts::ReleaseArg,
+    /// The plan file (TOML; see docs/rollouts.md). Without it, the flags below build one.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Plan only: print the schedule the controller would follow, and create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With --dry-run: also print every device's planned start.
+    #[arg(long, requires = "dry_run")]
+    pub starts: bool,
+    /// Replace this active rollout (its devices not yet started move to the new one).
+    #[arg(long, value_name = "ROLLOUT")]
+    pub supersedes: Option<String>,
+    /// Without --plan: the device-local maintenance window, START-END.
+    #[arg(
+        long,
+        value_name = "HH:MM-HH:MM",
+        required_unless_present = "plan",
+        conflicts_with = "plan"
+    )]
+    pub window: Option<String>,
+    /// Without --plan: a first stage `canary` of this share (20%) or count, the canary cohort
+    /// first (default: the canary cohort alone).
+    #[arg(long, value_name = "SHARE", conflicts_with = "plan")]
+    pub canary_share: Option<String>,
+    /// Without --plan: waves after the canary, each a share of what is left (25%,50%); a last
+    /// stage `rest` takes the remainder.
+    #[arg(
+        long,
+        value_name = "SHARE,...",
+        value_delimiter = ',',
+        conflicts_with = "plan"
+    )]
+    pub waves: Vec<String>,
+    /// Without --plan: most devices updating at once.
+    #[arg(long, value_name = "N", default_value_t = 10, conflicts_with = "plan")]
+    pub max_in_flight: u32,
+    /// Without --plan: most update starts a minute.
+    #[arg(long, value_name = "N", default_value_t = 10, conflicts_with = "plan")]
+    pub starts_per_minute: u32,
+    /// Without --plan: longest time from a device's start to its commit.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "45m",
+        conflicts_with = "plan"
+    )]
+    pub device_timeout: String,
+    /// Without --plan: how long committed devices must stay healthy before a stage passes.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "30m",
+        conflicts_with = "plan"
+    )]
+    pub soak: String,
+    /// Without --plan: failures tolerated per stage, 0 or a percentage (5%); one more aborts
+    /// the rollout and rolls it back.
+    #[arg(
+        long,
+        value_name = "0|N%",
+        default_value = "0",
+        conflicts_with = "plan"
+    )]
+    pub tolerate: String,
+    /// Without --plan: an operator approves the stage after the canary.
+    #[arg(long, conflicts_with = "plan")]
+    pub approval: bool,
+    /// Without --plan: print the plan the flags make, and exit without calling the controller.
+    #[arg(long, conflicts_with = "plan")]
+    pub print_plan: bool,
+}
+
+impl RolloutCreateArgs {
+    fn simple_plan(&self) -> super::rollouts::SimplePlan {
+        super::rollouts::SimplePlan {
+            window: self.window.clone().unwrap_or_default(),
+            canary_share: self.canary_share.clone(),
+            waves: self.waves.clone(),
+            max_in_flight: self.max_in_flight,
+            starts_per_minute: self.starts_per_minute,
+            device_timeout: self.device_timeout.clone(),
+            soak: self.soak.clone(),
+            tolerate: self.tolerate.clone(),
+            approval: self.approval,
+        }
+    }
+}
+
+/// `swellctl rollout ...`
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Start a rollout of a release from a plan (or from flags for simple cases).
+    Create(Box<RolloutCreateArgs>),
+    /// Rollouts, newest first.
+    List,
+    /// One rollout: status, locks holding it, rollback, stages, zones, recent events.
+    Show {
+        /// The rollout id (r-N).
+        id: String,
+        /// Also list every device of the rollout.
+        #[arg(long)]
+        devices: bool,
+    },
+    /// Stop starting devices until resumed (devices already updating finish).
+    Pause {
+        /// The rollout id.
+        id: String,
+        /// Why (kept in the rollout's events and the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Resume a paused rollout.
+    Resume {
+        /// The rollout id.
+        id: String,
+        /// Why.
+        #[arg(long, default_value = "resumed with swellctl")]
+        reason: String,
+    },
+    /// Abort a rollout and roll back every device that took the release.
+    Abort {
+        /// The rollout id.
+        id: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Approve a stage that waits for approval (default: every stage waiting now).
+    Approve {
+        /// The rollout id.
+        id: String,
+        /// The stage to approve.
+        #[arg(long)]
+        stage: Option<String>,
+        /// Why.
+        #[arg(long, default_value = "approved with swellctl")]
+        reason: String,
+    },
+    /// Follow a rollout until it ends: exit status 0 when it completed, 3 when it rolled back
+    /// or was aborted, 4 when it was superseded.
+    Watch {
+        /// The rollout id.
+        id: String,
+        /// Time between polls (500ms, 1s, 1m).
+        #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = super::rollouts::parse_interval)]
+        interval: std::time::Duration,
+    },
+}
+
+/// Runs a `rollout` command. `now` is when swellctl started; `watch` stamps its lines with it
+/// plus the (monotonic) time elapsed since.
+pub fn rollout(
+    cmd: RolloutCommand,
+    format: OutputFormat,
+    now: Timestamp,
+    conn: &Conn,
+    out: &mut dyn Write,
+) -> Outcome {
+    use super::rollouts::{self, CreateRequest, WatchMode, WatchOptions};
+    match cmd {
+        RolloutCommand::Create(a) => ("rollout create", {
+            let plan = match &a.plan {
+                Some(path) => rollouts::read_plan(path),
+                None => rollouts::simple_plan(&a.simple_plan(), &a.release),
+            };
+            plan.and_then(|plan| {
+                if a.print_plan {
+                    return emit(out, format, &rollouts::print_plan(&plan));
+                }
+                let req = CreateRequest {
+                    plan: &plan,
+                    release: &a.release,
+                    dry_run: a.dry_run,
+                    supersedes: a.supersedes.as_deref(),
+                    starts: a.starts,
+                };
+                emit(out, format, &rollouts::create(&conn.client()?, &req)?)
+            })
+        }),
+        RolloutCommand::List => (
+            "rollout list",
+            conn.client()
+                .and_then(|c| emit(out, format, &rollouts::list(&c)?)),
+        ),
+        RolloutCommand::Show { id, devices } => (
+            "rollout show",
+            conn.client()
+                .and_then(|c| emit(out, format, &rollouts::show(&c, &id, devices)?)),
+        ),
+        RolloutCommand::Pause { id, reason } => (
+            "rollout pause",
+            conn.client()
+                .and_then(|c| emit(out, format, &rollouts::pause(&c, &id, &reason)?)),
+        ),
+        RolloutCommand::Resume { id, reason } => (
+            "rollout resume",
+            conn.client()
+                .and_then(|c| emit(out, format, &rollouts::resume(&c, &id, &reason)?)),
+        ),
+        RolloutCommand::Abort { id, reason } => (
+            "rollout abort",
+            conn.client()
+                .and_then(|c| emit(out, format, &rollouts::abort(&c, &id, &reason)?)),
+        ),
+        RolloutCommand::Approve { id, stage, reason } => (
+            "rollout approve",
+            conn.client().and_then(|c| {
+                let a = rollouts::approve(&c, &id, stage.as_deref(), &reason)?;
+                emit(out, format, &a)
+            }),
+        ),
+        RolloutCommand::Watch { id, interval } => ("rollout watch", {
+            use std::io::IsTerminal as _;
+            let mode = match format {
+                OutputFormat::Json => WatchMode::Json,
+                OutputFormat::Table if std::io::stdout().is_terminal() => WatchMode::Screen,
+                OutputFormat::Table => WatchMode::Lines,
+            };
+            let started = std::time::Instant::now();
+            let mut clock = || {
+                let elapsed = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
+                now.plus_secs(elapsed)
+            };
+            let opts = WatchOptions { interval, mode };
+            conn.client().and_then(|c| {
+                rollouts::watch(&c, &id, opts, out, &mut clock, &mut std::thread::sleep)
+            })
+        }),
+    }
+}

@@ -9,6 +9,8 @@
 
 pub mod cli;
 pub mod commands;
+pub mod rollout_view;
+pub mod rollouts;
 pub mod view;
 
 use std::io::Read;
