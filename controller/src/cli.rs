@@ -62,6 +62,9 @@ pub enum Command {
     /// Enrollment tokens on the controller: create and list.
     #[command(subcommand)]
     EnrollToken(fleet::EnrollTokenCommand),
+    /// Deploy locks on the controller: create, list, release.
+    #[command(subcommand)]
+    Lock(fleet::LockCommand),
     /// Rollouts on the controller: create (or dry-run), list, show, pause, resume, abort,
     /// approve, watch.
     #[command(subcommand)]
@@ -366,6 +369,7 @@ pub fn run(cli: Cli, now: Timestamp, out: &mut dyn Write) -> Result<(), Failure>
         Command::Device(c) => fleet::device(c, format, &conn, out),
         Command::Audit(c) => fleet::audit(c, format, &conn, out),
         Command::EnrollToken(c) => fleet::enroll_token(c, format, now, &conn, out),
+        Command::Lock(c) => crate::client::locks::run(c, format, now, &conn, out),
         Command::Rollout(c) => fleet::rollout(c, format, now, &conn, out),
     };
     result.map_err(|source| Failure {

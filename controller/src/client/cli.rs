@@ -141,6 +141,45 @@ pub enum EnrollTokenCommand {
     List,
 }
 
+/// `swellctl lock ...`
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Take a deploy lock: while it holds, rollouts start no device (devices already updating
+    /// finish).
+    Create {
+        /// Why (1 to 500 characters; shown on held rollouts and in the audit log).
+        #[arg(long)]
+        reason: String,
+        /// When it stops holding by itself: a span (12h, 2d) or an RFC 3339 UTC instant.
+        #[arg(long, value_name = "WHEN")]
+        until: Option<When>,
+        /// Weekly hours in one zone, such as "mon-fri 09:00-15:30 America/Los_Angeles" (days
+        /// optional: every day); with --outside or --during.
+        #[arg(long, value_name = "[DAYS] HH:MM-HH:MM ZONE", value_parser = super::locks::parse_freeze)]
+        freeze: Option<super::locks::FreezeArg>,
+        /// The lock holds outside the --freeze hours: deploys happen only within them.
+        #[arg(long)]
+        outside: bool,
+        /// The lock holds during the --freeze hours.
+        #[arg(long)]
+        during: bool,
+    },
+    /// Locks, newest first: unreleased ones, or every lock with --all.
+    List {
+        /// Include released locks.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Release a lock.
+    Release {
+        /// The lock id (lock-N).
+        id: String,
+        /// Why (kept in the lock and the audit log).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
 type Outcome = (&'static str, Result<(), Error>);
 
 /// Runs a `device` command.

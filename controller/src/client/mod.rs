@@ -9,6 +9,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod locks;
 pub mod rollout_view;
 pub mod rollouts;
 pub mod view;
