@@ -13,6 +13,7 @@ pub mod limits;
 pub mod messages;
 pub mod release;
 pub mod root;
+pub mod signals;
 pub mod time;
 pub mod topics;
 

@@ -22,3 +22,15 @@ pub const MAX_SIGNATURES: usize = 32;
 /// Longest free-text reason in a report (a failure message), in bytes. Enough for a useful
 /// error chain; bounded so reports stay small on metered links.
 pub const MAX_REASON_LEN: usize = 1024;
+
+/// Most error signatures in one health-signals batch. A healthy device logs a handful of
+/// distinct error templates per minute; a device with more is broken in a way 64 already
+/// shows, and the bound keeps a batch (64 × [`crate::signals::MAX_EXAMPLE_BYTES`] of examples)
+/// far below [`MAX_MESSAGE_BYTES`].
+pub const MAX_BATCH_SIGNATURES: usize = 64;
+
+/// Most application metrics in one health-signals batch.
+pub const MAX_BATCH_METRICS: usize = 64;
+
+/// Longest boot id in a health-signals batch (a Linux boot id is a 36-character UUID).
+pub const MAX_BOOT_ID_LEN: usize = 64;

@@ -6,9 +6,10 @@
 //! increasing per sender and topic, so the receiver drops anything at or below the last one it
 //! accepted (a replay), and `expires` bounds how long a queued message stays acceptable.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::String;
+use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,8 +17,12 @@ use crate::envelope::{self, Document, Header, Opened};
 use crate::error::Error;
 use crate::ids::{DeviceId, ReleaseName, SemVer};
 use crate::keys::PublicKey;
-use crate::limits::{MAX_MESSAGE_BYTES, MAX_REASON_LEN};
+use crate::limits::{
+    MAX_BATCH_METRICS, MAX_BATCH_SIGNATURES, MAX_BOOT_ID_LEN, MAX_MESSAGE_BYTES, MAX_NAME_LEN,
+    MAX_REASON_LEN,
+};
 use crate::root::{Role, TrustRoot};
+use crate::signals::{MAX_EXAMPLE_BYTES, SignatureId};
 use crate::time::Timestamp;
 
 /// How long a device message stays acceptable after it was issued: reports queued on a device
@@ -217,6 +222,155 @@ pub struct Presence {
 }
 message!(Presence, "presence");
 
+/// Events in a batch's interval `(start, end]`. Always increments, never running totals: a
+/// lost batch loses only its own interval, and an agent restart needs no differencing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    /// Watched services that went away (exited or were killed) in the interval.
+    pub crashes: u64,
+    /// Watched services that came back under a new process id, plus restarts of the agent
+    /// itself within one boot.
+    pub restarts: u64,
+    /// Boots the device went through that no update asked for (counted in the first batch
+    /// after the boot).
+    pub reboots: u64,
+    /// Rounds of the configured health checks that failed.
+    pub health_check_failures: u64,
+}
+
+/// Readings of a batch. Each is absent when the device cannot measure it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gauges {
+    /// Memory in use at `end`, in KiB (Linux: `MemTotal - MemAvailable`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_kib: Option<u64>,
+    /// Mean CPU use over the interval, all cores together, in tenths of a percent
+    /// (0 to 1000). Integers only on the wire, so permille rather than a fractional percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_permille: Option<u64>,
+    /// Seconds from the kernel's start to the agent's start, in this boot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_time_s: Option<u64>,
+}
+
+/// Lines of one error signature in a batch's interval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureCount {
+    /// The signature (`signals::SignatureId::of_template` of the line's template).
+    pub id: SignatureId,
+    /// Matching lines in the interval, at least 1.
+    pub count: u64,
+    /// One of those lines, cut to [`MAX_EXAMPLE_BYTES`].
+    pub example: String,
+}
+
+/// Topic `signals`: one batch of health signals, signed by the device. Batches cover
+/// consecutive intervals `(start, end]` of one agent run; a device queues them on disk while
+/// offline and sends them oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signals {
+    /// The sender.
+    pub device: DeviceId,
+    /// When the device made the batch (at or after `end`).
+    pub issued: Timestamp,
+    /// The id of the boot the batch was measured in.
+    pub boot: String,
+    /// What the device ran during the interval.
+    pub running: Running,
+    /// Start of the interval (exclusive).
+    pub start: Timestamp,
+    /// End of the interval (inclusive).
+    pub end: Timestamp,
+    /// Event counts in the interval.
+    pub counters: Counters,
+    /// Readings.
+    pub gauges: Gauges,
+    /// Application metrics: name → value at `end`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, i64>,
+    /// Error signatures seen in the interval, each once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<SignatureCount>,
+    /// Older batches the device dropped from its full queue since the previous batch.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dropped: u64,
+}
+message!(Signals, "signals");
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Whether `name` is a valid application metric name: 1 to [`MAX_NAME_LEN`] bytes of
+/// lowercase ASCII letters, digits, `_`, `.` and `-`, starting with a letter.
+pub fn is_metric_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_NAME_LEN
+        && b[0].is_ascii_lowercase()
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_.-".contains(c))
+}
+
+impl Signals {
+    fn check(&self) -> Result<(), String> {
+        if self.boot.is_empty()
+            || self.boot.len() > MAX_BOOT_ID_LEN
+            || !self.boot.bytes().all(|c| c.is_ascii_graphic())
+        {
+            return Err(format!(
+                "boot id must be 1 to {MAX_BOOT_ID_LEN} printable ASCII characters"
+            ));
+        }
+        if self.start > self.end || self.end > self.issued {
+            return Err(format!(
+                "interval ({}, {}] issued at {} is not in order",
+                self.start, self.end, self.issued
+            ));
+        }
+        if self.gauges.cpu_permille.is_some_and(|c| c > 1000) {
+            return Err("cpu_permille is over 1000".into());
+        }
+        if self.metrics.len() > MAX_BATCH_METRICS {
+            return Err(format!(
+                "{} metrics, over {MAX_BATCH_METRICS}",
+                self.metrics.len()
+            ));
+        }
+        if let Some(name) = self.metrics.keys().find(|n| !is_metric_name(n)) {
+            return Err(format!("metric name {name:?} is not a valid name"));
+        }
+        if self.signatures.len() > MAX_BATCH_SIGNATURES {
+            return Err(format!(
+                "{} signatures, over {MAX_BATCH_SIGNATURES}",
+                self.signatures.len()
+            ));
+        }
+        let mut seen = BTreeSet::new();
+        for sig in &self.signatures {
+            if !seen.insert(sig.id) {
+                return Err(format!("signature {} is listed twice", sig.id));
+            }
+            if sig.count == 0 {
+                return Err(format!("signature {} has a count of 0", sig.id));
+            }
+            if sig.example.len() > MAX_EXAMPLE_BYTES {
+                return Err(format!(
+                    "the example of signature {} is {} bytes, over {MAX_EXAMPLE_BYTES}",
+                    sig.id,
+                    sig.example.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// What a command asks a device to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -314,6 +468,19 @@ impl DeviceMessage for Presence {
     }
 }
 
+impl DeviceMessage for Signals {
+    fn device(&self) -> &DeviceId {
+        &self.device
+    }
+
+    fn check_limits(&self) -> Result<(), Error> {
+        self.check().map_err(|detail| Error::Invalid {
+            what: "signals",
+            detail,
+        })
+    }
+}
+
 /// Refuses a free-text reason longer than [`MAX_REASON_LEN`].
 fn check_reason(what: &'static str, reason: Option<&str>) -> Result<(), Error> {
     match reason {
@@ -371,7 +538,7 @@ pub fn sign_device_message<T: DeviceMessage>(
     seq: u64,
     issued: Timestamp,
     key: &ed25519_dalek::SigningKey,
-) -> Result<alloc::vec::Vec<u8>, Error> {
+) -> Result<Vec<u8>, Error> {
     message.check_limits()?;
     let header = Header {
         version: seq,

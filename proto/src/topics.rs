@@ -25,15 +25,19 @@ pub enum DeviceTopic {
     /// `presence`: device → controller, signed online/offline, retained; the offline message
     /// is the connection's last will.
     Presence,
+    /// `signals`: device → controller, signed health-signal batches (QoS 1), queued on the
+    /// device while it is offline.
+    Signals,
 }
 
 impl DeviceTopic {
     /// Every device topic.
-    pub const ALL: [DeviceTopic; 4] = [
+    pub const ALL: [DeviceTopic; 5] = [
         DeviceTopic::Command,
         DeviceTopic::Report,
         DeviceTopic::Health,
         DeviceTopic::Presence,
+        DeviceTopic::Signals,
     ];
 
     /// The last topic level.
@@ -43,6 +47,7 @@ impl DeviceTopic {
             DeviceTopic::Report => "report",
             DeviceTopic::Health => "health",
             DeviceTopic::Presence => "presence",
+            DeviceTopic::Signals => "signals",
         }
     }
 

@@ -33,6 +33,8 @@ enum Check {
     Heartbeat,
     /// A presence message from gw-0001.
     Presence,
+    /// A health-signals batch from gw-0001.
+    Signals,
 }
 
 /// What must come out: success, or the refusal named by its `Error` variant.
@@ -85,6 +87,13 @@ const TABLE: &[(&str, Check, Expect)] = &[
         Refused("UnknownKey"),
     ),
     ("same-key-twice.json", Release, Refused("ThresholdUnmet")),
+    (
+        "signals-too-many-signatures.json",
+        Signals,
+        Refused("Invalid"),
+    ),
+    ("signals-uppercase-id.json", Signals, Refused("Malformed")),
+    ("signals.json", Signals, Accepted),
     ("threshold-unmet.json", Release, Refused("ThresholdUnmet")),
     ("unknown-field.json", Release, Refused("Malformed")),
     ("unknown-key.json", Release, Refused("UnknownKey")),
@@ -129,6 +138,8 @@ fn run(name: &str, check: Check) -> Result<(), Error> {
             messages::open_device_message::<messages::Presence>(&bytes, &device, &key, now())
                 .map(drop)
         }
+        Signals => messages::open_device_message::<messages::Signals>(&bytes, &device, &key, now())
+            .map(drop),
     }
 }
 

@@ -9,7 +9,7 @@ mod common;
 
 use common::{device_key, fixture_dir, now, trusted_root};
 use swell_proto::json::{self, Value};
-use swell_proto::messages::{self, ChildReport, Heartbeat, Presence, Report};
+use swell_proto::messages::{self, ChildReport, Heartbeat, Presence, Report, Signals};
 use swell_proto::{DeviceId, Error, TrustRoot};
 
 /// The ```json blocks of `text`, with the line each starts on.
@@ -55,6 +55,7 @@ fn verify(bytes: &[u8], signed: &Value) -> Result<(), Error> {
         "child_report" => from_device::<ChildReport>(bytes, &device()),
         "heartbeat" => from_device::<Heartbeat>(bytes, &device()),
         "presence" => from_device::<Presence>(bytes, &device()),
+        "signals" => from_device::<Signals>(bytes, &device()),
         other => panic!("no verifier for _type {other}"),
     }
 }

@@ -25,10 +25,11 @@ use common::{device_1, device_2, expired_at, issued, key, key_id, public, seed, 
 use swell_proto::envelope::{self, Document, Header, RoleKeys};
 use swell_proto::json::{self, Value};
 use swell_proto::messages::{
-    self, Action, ChildReport, ChildRunning, Command, Heartbeat, Presence, Progress, ReleaseRef,
-    Report, Running, Slot, UpdateState,
+    self, Action, ChildReport, ChildRunning, Command, Counters, Gauges, Heartbeat, Presence,
+    Progress, ReleaseRef, Report, Running, Signals, SignatureCount, Slot, UpdateState,
 };
 use swell_proto::root::{Roles, RootDocument};
+use swell_proto::signals::Signature;
 use swell_proto::{
     Artifact, DeviceId, HardwareId, ReleaseDocument, ReleaseName, SemVer, Sha256Digest, TargetName,
     Timestamp,
@@ -156,6 +157,63 @@ fn report_downloading(device: DeviceId) -> Report {
         }),
         reason: None,
     }
+}
+
+/// gw-0001's health signals for the minute before `issued()`: one restart, memory and CPU,
+/// an app metric, and two error signatures (three lines of one, one of the other).
+fn signals_batch() -> Signals {
+    let refused = Signature::of_line("ERROR db: connection 10.0.0.7 refused after 3 retries");
+    let timeout = Signature::of_line("WARN mqtt: publish timed out after 5000ms (pkid 42)");
+    Signals {
+        device: device_1(),
+        issued: issued(),
+        boot: "6f1c1a62-3c4e-4f7e-9a55-2d1e0b8c7a90".to_string(),
+        running: running_previous(),
+        start: issued().plus_secs(-60),
+        end: issued(),
+        counters: Counters {
+            crashes: 0,
+            restarts: 1,
+            reboots: 0,
+            health_check_failures: 0,
+        },
+        gauges: Gauges {
+            memory_kib: Some(183_424),
+            cpu_permille: Some(127),
+            boot_time_s: Some(21),
+        },
+        metrics: [("queue_depth".to_string(), 17)].into_iter().collect(),
+        signatures: vec![
+            SignatureCount {
+                id: refused.id,
+                count: 3,
+                example: refused.example,
+            },
+            SignatureCount {
+                id: timeout.id,
+                count: 1,
+                example: timeout.example,
+            },
+        ],
+        dropped: 0,
+    }
+}
+
+/// A device message envelope that breaks the limits `sign_device_message` enforces, signed
+/// by `signer` all the same (what a buggy or hostile device could send).
+fn unchecked_device_message<T: messages::DeviceMessage>(
+    message: &T,
+    seq: u64,
+    signer: u8,
+) -> Vec<u8> {
+    let env = raw(
+        header(
+            seq,
+            issued().plus_secs(messages::DEVICE_MESSAGE_VALIDITY_SECS),
+        ),
+        message,
+    );
+    sign_raw(env, &[signer])
 }
 
 fn device_message<T: messages::DeviceMessage>(message: &T, seq: u64, signer: u8) -> Vec<u8> {
@@ -373,6 +431,42 @@ fn generate() -> Vec<(&'static str, Vec<u8>)> {
                 agent_version: "0.1.0".to_string(),
             };
             device_message(&presence, 2, DEVICE_1)
+        }),
+        (
+            "signals.json",
+            device_message(&signals_batch(), 1441, DEVICE_1),
+        ),
+        // 65 signatures, one over the limit of a batch.
+        ("signals-too-many-signatures.json", {
+            let mut batch = signals_batch();
+            batch.signatures = (0..65u32)
+                .map(|n| {
+                    let s = Signature::of_line(&format!("ERROR job-{n} failed: code E{n}x"));
+                    SignatureCount {
+                        id: swell_proto::signals::SignatureId::of_template(&format!("t{n}")),
+                        count: 1,
+                        example: s.example,
+                    }
+                })
+                .collect();
+            unchecked_device_message(&batch, 1442, DEVICE_1)
+        }),
+        // A signature id in upper case: ids have one spelling, 16 lowercase hex digits.
+        ("signals-uppercase-id.json", {
+            let batch = signals_batch();
+            let id = batch.signatures[0].id.to_string();
+            let mut env = raw(
+                header(
+                    1443,
+                    issued().plus_secs(messages::DEVICE_MESSAGE_VALIDITY_SECS),
+                ),
+                &batch,
+            );
+            let text = serde_json::to_string(&env.signed)
+                .unwrap()
+                .replace(&id, &id.to_uppercase());
+            env.signed = json::parse(text.as_bytes()).unwrap();
+            sign_raw(env, &[DEVICE_1])
         }),
         // A report naming gw-0001, sent on gw-0001's topic, signed with gw-0002's key.
         (

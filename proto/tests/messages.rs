@@ -297,6 +297,7 @@ fn device_topics_are_confined_to_the_device_subtree() {
             "swell/v1/devices/gw-0001/report",
             "swell/v1/devices/gw-0001/health",
             "swell/v1/devices/gw-0001/presence",
+            "swell/v1/devices/gw-0001/signals",
         ]
     );
     assert_eq!(swell_proto::topics::ALL_DEVICES, "swell/v1/devices/+/+");

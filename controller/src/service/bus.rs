@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event as MqttEvent, EventLoop, Incoming, MqttOptions, Publish, QoS};
-use swell_proto::messages::{Heartbeat, Presence, Report, open_device_message};
+use swell_proto::messages::{Heartbeat, Presence, Report, Signals, open_device_message};
 use swell_proto::topics::{ALL_DEVICES, DeviceTopic};
 use swell_proto::{DeviceId, PublicKey};
 use tokio::sync::watch;
@@ -254,6 +254,10 @@ fn open(
         DeviceTopic::Presence => {
             let m = open_device_message::<Presence>(payload, device, key, now)?;
             (m.seq, DeviceMessage::Presence(m.message))
+        }
+        DeviceTopic::Signals => {
+            let m = open_device_message::<Signals>(payload, device, key, now)?;
+            (m.seq, DeviceMessage::Signals(m.message))
         }
         DeviceTopic::Command => {
             return Err(swell_proto::Error::Malformed {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use swell_proto::messages::{
-    Heartbeat, Presence, Progress, ReleaseRef, Report, Running, UpdateState,
+    Heartbeat, Presence, Progress, ReleaseRef, Report, Running, Signals, UpdateState,
 };
 use swell_proto::{DeviceId, HardwareId, PublicKey, SemVer, Timestamp};
 
@@ -157,6 +157,9 @@ pub enum DeviceMessage {
     Heartbeat(Heartbeat),
     /// Online or offline.
     Presence(Presence),
+    /// A batch of health signals. The inventory only notes that the device was heard from;
+    /// the batch itself goes to the registry's signal history ([`super::registry::Registry::signals`]).
+    Signals(Signals),
 }
 
 impl Inventory {
@@ -187,6 +190,9 @@ impl Inventory {
                 self.online = p.online;
                 self.agent_version = Some(p.agent_version.clone());
             }
+            // A batch may have waited in the device's queue; it says nothing about now
+            // beyond the device being connected to deliver it.
+            DeviceMessage::Signals(_) => self.online = true,
         }
     }
 }

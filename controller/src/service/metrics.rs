@@ -64,10 +64,11 @@ impl DropReason {
 }
 
 /// Device topics that carry messages to the controller.
-const INBOUND: [DeviceTopic; 3] = [
+const INBOUND: [DeviceTopic; 4] = [
     DeviceTopic::Report,
     DeviceTopic::Health,
     DeviceTopic::Presence,
+    DeviceTopic::Signals,
 ];
 
 fn inbound_index(topic: DeviceTopic) -> usize {
@@ -77,7 +78,7 @@ fn inbound_index(topic: DeviceTopic) -> usize {
 /// The service's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
-    accepted: [AtomicU64; 3],
+    accepted: [AtomicU64; INBOUND.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
     commands_sent: AtomicU64,
     command_failures: AtomicU64,

@@ -11,10 +11,11 @@
 //! [`Registry::provision`] with the device's own public key, adding the token's consumption to
 //! the same batch through [`Provision::extra`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use serde_json::json;
+use swell_proto::messages::Signals;
 use swell_proto::topics::DeviceTopic;
 use swell_proto::{DeviceId, HardwareId, PublicKey, Timestamp};
 
@@ -28,6 +29,13 @@ use crate::store::{Batch, Table};
 
 /// Longest revocation reason kept.
 pub const MAX_REASON_LEN: usize = 1024;
+
+/// Health-signal batches kept in memory per device, newest last: six hours at the agent's
+/// default of one batch a minute, which covers a stage's soak window. A batch is a few hundred
+/// bytes typically (at most about 40 KiB with 64 signatures), so a fleet of 10,000 devices
+/// keeps a few hundred MiB at worst. The history is not stored: after a controller restart it
+/// starts empty and refills as batches arrive.
+pub const MAX_SIGNAL_HISTORY: usize = 360;
 
 /// Why a registry change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +100,8 @@ pub enum Sender {
 struct Cache {
     devices: BTreeMap<DeviceId, Device>,
     sequences: HashMap<(DeviceId, &'static str), u64>,
+    /// Recent health-signal batches per device, oldest first, at most [`MAX_SIGNAL_HISTORY`].
+    signals: HashMap<DeviceId, VecDeque<Signals>>,
 }
 
 /// The cloneable registry handle.
@@ -310,6 +320,23 @@ impl Registry {
         }
     }
 
+    /// The recent health-signal batches of `id`, oldest first (in the order they were
+    /// accepted, which is the order the device made them): at most [`MAX_SIGNAL_HISTORY`],
+    /// kept in memory only. Empty for an unknown device or one that sent none since the
+    /// controller started.
+    pub fn signals(&self, id: &DeviceId) -> Vec<Signals> {
+        self.read()
+            .signals
+            .get(id)
+            .map(|h| h.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The newest health-signal batch of `id`, if any arrived since the controller started.
+    pub fn latest_signals(&self, id: &DeviceId) -> Option<Signals> {
+        self.read().signals.get(id).and_then(|h| h.back().cloned())
+    }
+
     /// The highest sequence number accepted from `id` on `topic` (0 if none).
     pub fn high_water(&self, id: &DeviceId, topic: DeviceTopic) -> u64 {
         self.read()
@@ -351,6 +378,13 @@ impl Registry {
             cache.sequences.insert((id.clone(), topic.suffix()), seq);
             if let Some(d) = cache.devices.get_mut(id) {
                 d.inventory = inventory;
+            }
+            if let DeviceMessage::Signals(batch) = message {
+                let history = cache.signals.entry(id.clone()).or_default();
+                if history.len() >= MAX_SIGNAL_HISTORY {
+                    history.pop_front();
+                }
+                history.push_back(batch.clone());
             }
         }
         self.changed.notify_one();
