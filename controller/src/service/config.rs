@@ -509,6 +509,20 @@ impl Config {
                     ),
                 ));
             }
+            if let Some(bad) = w
+                .events
+                .iter()
+                .find(|e| !super::webhooks::EVENT_KINDS.contains(&e.as_str()))
+            {
+                return Err(invalid(
+                    "webhook.events",
+                    format!(
+                        "webhook {:?}: {bad:?} is not one of {}",
+                        w.name,
+                        super::webhooks::EVENT_KINDS.join(", ")
+                    ),
+                ));
+            }
             if webhooks.iter().any(|h: &WebhookConfig| h.name == w.name) {
                 return Err(invalid(
                     "webhook.name",

@@ -570,11 +570,15 @@ impl Run {
                         });
                         continue;
                     };
+                    // The agent's reports about a revert carry the install's command id (the
+                    // job's), so a revert shows as the device settling off the release; only a
+                    // refusal echoes the revert's own id.
                     let echoed = dev.inventory.command.as_deref() == Some(cmd.as_str());
-                    if echoed && settled(dev.inventory.state) {
-                        if !on_release {
-                            self.set(&id, |d| d.state = DeviceState::RolledBack);
-                        } else if kind == RollbackKind::Revert && rec.previous.is_some() {
+                    let settled_now = settled(dev.inventory.state);
+                    if settled_now && !on_release {
+                        self.set(&id, |d| d.state = DeviceState::RolledBack);
+                    } else if settled_now && echoed {
+                        if kind == RollbackKind::Revert && rec.previous.is_some() {
                             fx.push(Effect::Rollback(id.clone(), RollbackKind::Reinstall));
                         } else {
                             let why = format!("could not be taken back: {}", describe(dev));

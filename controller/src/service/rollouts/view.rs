@@ -96,22 +96,12 @@ pub fn full(run: &Run, reasons: &dyn Fn(&str) -> Option<String>) -> Value {
             .filter(|d| d.state == DeviceState::RollbackFailed)
             .map(|d| json!({"device": d.id, "reason": d.reason}))
             .collect();
-        let touched = run
-            .devices
-            .values()
-            .filter(|d| {
-                matches!(
-                    d.state,
-                    DeviceState::RollingBack
-                        | DeviceState::RolledBack
-                        | DeviceState::RollbackFailed
-                )
-            })
-            .count();
-        let done = run
-            .devices
-            .values()
-            .filter(|d| d.state == DeviceState::RolledBack)
+        // Every device that started is part of the rollback: those it commanded back and
+        // those that had gone back (or never switched) by themselves.
+        let started = run.devices.values().filter(|d| d.started_at.is_some());
+        let touched = started.clone().count();
+        let done = started
+            .filter(|d| matches!(d.state, DeviceState::RolledBack | DeviceState::Failed))
             .count();
         json!({
             "reason": rb.reason,
