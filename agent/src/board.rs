@@ -15,7 +15,10 @@
 //!    `SWELL_FAULT_BOOT` (default 1), counting the boots that reach the agent.
 //!
 //! Image behaviours: `healthy`, `unhealthy` (boots, but its health check fails), `crash`
-//! (never reaches the agent), `slow-<ms>` (boots after a delay).
+//! (never reaches the agent), `slow-<ms>` (boots after a delay), `noisy` (healthy, but while
+//! it runs the board appends [`NOISY_LINE`] to the simulated system's application log,
+//! [`APP_LOG`] in the board directory, once a second: an error the old image never printed,
+//! for the agent's `[[signals.log]]` to turn into a new signature).
 
 use std::io::Read as _;
 use std::os::unix::process::ExitStatusExt as _;
@@ -36,6 +39,12 @@ pub const IMAGE_MAGIC: &str = "SWELLSIM1";
 /// The environment variable that tells the booted agent its image's behaviour (the
 /// simulated system's health checks read it).
 pub const BEHAVIOUR_ENV: &str = "SWELL_BOARD_IMAGE_BEHAVIOUR";
+
+/// The simulated system's application log, in the board directory.
+pub const APP_LOG: &str = "app.log";
+
+/// The error a `noisy` image logs every second (after a timestamp).
+pub const NOISY_LINE: &str = "ERROR db: connection 10.0.0.7 refused after 3 retries";
 
 /// Failed boots in a row after which the board gives up: a real device would sit in a reset
 /// loop; the simulation reports it as bricked.
@@ -190,11 +199,21 @@ pub async fn run(
             // A power-cut plan applies to one boot only; the reboots must recover.
             command.env_remove(faults::KILL_AT_ENV);
         }
-        let status = command.status().await.map_err(|source| BoardError::Io {
+        let mut child = command.spawn().map_err(|source| BoardError::Io {
             op: "starting",
             path: exe.clone(),
             source,
         })?;
+        let noise = (behaviour == "noisy").then(|| tokio::spawn(log_noise(board.join(APP_LOG))));
+        let status = child.wait().await.map_err(|source| BoardError::Io {
+            op: "waiting for",
+            path: exe.clone(),
+            source,
+        });
+        if let Some(noise) = noise {
+            noise.abort();
+        }
+        let status = status?;
         match (status.code(), status.signal()) {
             (Some(0), _) => return Ok(()),
             (Some(code), _) if code == i32::from(REBOOT_EXIT_CODE) => {}
@@ -205,6 +224,25 @@ pub async fn run(
             }
             // The agent crashed on a normal boot: the watchdog resets the board.
             _ => {}
+        }
+    }
+}
+
+/// What a `noisy` image does while it runs: one [`NOISY_LINE`] a second in the application
+/// log, behind a timestamp (which templating masks).
+async fn log_noise(path: PathBuf) {
+    use std::io::Write as _;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        // One short append to a local file: not worth a blocking-pool round trip.
+        let line = format!("{} {NOISY_LINE}\n", crate::signer::now());
+        if let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+        {
+            let _ = file.write_all(line.as_bytes());
         }
     }
 }

@@ -65,6 +65,49 @@ pub struct Config {
     /// First-start enrollment with a token (see `crate::enroll`).
     #[serde(default)]
     pub enroll: Option<crate::enroll::EnrollConfig>,
+    /// Health signals for the controller's verification (see `crate::signals`); none are
+    /// collected without this table.
+    #[serde(default)]
+    pub signals: Option<SignalsConfig>,
+}
+
+/// `[signals]`: batches of health signals, one every `interval_secs`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalsConfig {
+    /// Seconds per batch.
+    #[serde(default = "default_signals_interval")]
+    pub interval_secs: u64,
+    /// Batches kept on disk while the broker is unreachable; the oldest are dropped beyond.
+    #[serde(default = "default_signals_queue")]
+    pub max_queued: usize,
+    /// A file of `name value` lines (integers) an application keeps current; read at the end
+    /// of each interval into the batch's metrics.
+    #[serde(default)]
+    pub metrics_file: Option<PathBuf>,
+    /// Log files whose matching lines become error signatures (`[[signals.log]]` tables).
+    #[serde(default, rename = "log")]
+    pub logs: Vec<LogSource>,
+}
+
+/// One log file to follow.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSource {
+    /// The file. Followed from its end at agent start, across rotation (a new file under the
+    /// name) and truncation.
+    pub path: PathBuf,
+    /// A line counts when it contains one of these strings (plain, case-sensitive substring
+    /// match: no regular expressions).
+    pub patterns: Vec<String>,
+}
+
+fn default_signals_interval() -> u64 {
+    60
+}
+
+fn default_signals_queue() -> usize {
+    crate::signals::queue::DEFAULT_MAX_QUEUED
 }
 
 /// The device's identity.
@@ -386,6 +429,22 @@ impl Config {
         }
         crate::gateway::config::validate(&self.children, &self.device.id)
             .map_err(|(field, why)| invalid(field, &why))?;
+        if let Some(s) = &self.signals {
+            if s.interval_secs == 0 {
+                return Err(invalid("signals.interval_secs", "must be at least 1"));
+            }
+            if s.max_queued == 0 {
+                return Err(invalid("signals.max_queued", "must be at least 1"));
+            }
+            for log in &s.logs {
+                if log.patterns.is_empty() || log.patterns.iter().any(String::is_empty) {
+                    return Err(invalid(
+                        "signals.log.patterns",
+                        "must list at least one pattern, none of them empty",
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 }
@@ -465,5 +524,26 @@ fw_env_config = "/etc/fw_env.config"
         assert!(parse(&tls).unwrap_err().to_string().contains("mqtt.ca"));
         let soak = format!("{BASE}\n[health]\ndeadline_secs = 10\nsoak_secs = 10\n");
         assert!(parse(&soak).unwrap_err().to_string().contains("soak"));
+        let no_patterns =
+            format!("{BASE}\n[signals]\n[[signals.log]]\npath = \"/x.log\"\npatterns = []\n");
+        assert!(
+            parse(&no_patterns)
+                .unwrap_err()
+                .to_string()
+                .contains("signals.log.patterns")
+        );
+    }
+
+    /// `[signals]` with its defaults and a log source.
+    #[test]
+    fn signals_parse() {
+        let text = format!(
+            "{BASE}\n[signals]\n[[signals.log]]\npath = \"/var/log/app.log\"\n\
+             patterns = [\"ERROR\", \"panic\"]\n"
+        );
+        let s = parse(&text).unwrap().signals.unwrap();
+        assert_eq!((s.interval_secs, s.max_queued), (60, 1440));
+        assert_eq!(s.logs[0].patterns, ["ERROR", "panic"]);
+        assert!(parse(BASE).unwrap().signals.is_none());
     }
 }

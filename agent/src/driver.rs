@@ -26,10 +26,16 @@ use crate::download::{FetchOptions, FetchRequest, fetch_into_slot};
 use crate::gateway::{self, Admission, Gateway};
 use crate::journal::{Journal, JournalError, Outgoing, Persisted, SlotImage};
 use crate::mqtt::{self, Inbound, Outbound, SessionSettings};
+use crate::signals::queue::SignalQueue;
+use crate::signals::{self, Collector};
 use crate::signer::{Signer, now};
 use crate::slots::{SlotPath, verify_slot};
 use crate::update::{Action, BootInfo, Ctx, Event, Job, Settings, Source, State, step};
 use crate::{health, keys};
+
+/// Signals batches handed to the MQTT session at a time: enough to keep the lane busy, few
+/// enough that a day's backlog stays on disk rather than in memory.
+const SIGNALS_WINDOW: usize = 4;
 
 /// The artifact target of the device's own A/B image.
 pub const ROOTFS_TARGET: &str = "rootfs";
@@ -93,7 +99,17 @@ pub struct Agent {
     reboot: bool,
     started: Instant,
     gateway: Gateway,
+    signals: Option<SignalsState>,
     _lock: std::fs::File,
+}
+
+/// Health-signal collection (with `[signals]`): the collector, the durable queue, and the
+/// queue ids handed to the session and not yet acknowledged.
+#[derive(Debug)]
+struct SignalsState {
+    collector: Collector,
+    queue: SignalQueue,
+    in_session: std::collections::BTreeSet<u64>,
 }
 
 /// A request to install from the command line (`swell-agent install`).
@@ -137,6 +153,25 @@ impl Agent {
         };
         let gateway = Gateway::new(&config, &root, running_slot);
         gateway.resume(&p);
+        let signals = match &config.signals {
+            Some(s) => {
+                let dir = config.data_dir.join(signals::queue::DIR_NAME);
+                let update_reboot = matches!(p.state, State::Installed(..) | State::Reverting(..));
+                let facts = signals::start_facts(&dir, &boot.info.boot_id.0, update_reboot)?;
+                // The host's uptime says nothing about a simulated board's image.
+                let boot_time_s = std::env::var_os(bootctl::BOARD_BOOT_ID_ENV)
+                    .is_none()
+                    .then(|| signals::system::read("/proc/uptime"))
+                    .flatten()
+                    .and_then(|u| signals::system::uptime_secs(&u));
+                Some(SignalsState {
+                    collector: Collector::new(s, &boot.info.boot_id.0, facts, boot_time_s, now()),
+                    queue: SignalQueue::open(&dir, s.max_queued)?,
+                    in_session: std::collections::BTreeSet::new(),
+                })
+            }
+            None => None,
+        };
         let signer = Arc::new(Signer::new(config.device.id.clone(), key, p.epoch));
         let (events_tx, events_rx) = mpsc::channel(16);
         let settings = Settings {
@@ -161,6 +196,7 @@ impl Agent {
             reboot: false,
             started: Instant::now(),
             gateway,
+            signals,
             _lock: lock,
         };
         let info = agent.boot.info.clone();
@@ -284,6 +320,16 @@ impl Agent {
             .map_or(60, |m| m.heartbeat_secs)
             .max(1);
         let mut heartbeat = tokio::time::interval(Duration::from_secs(heartbeat_secs));
+        let signals_period = Duration::from_secs(
+            self.config
+                .signals
+                .as_ref()
+                .map_or(3600, |s| s.interval_secs)
+                .max(1),
+        );
+        let mut signals_tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + signals_period, signals_period);
+        self.feed_signals();
         let exit = loop {
             while let Some(event) = self.queue.pop_front() {
                 self.apply(event)?;
@@ -308,12 +354,16 @@ impl Agent {
                 // Cancel-safe: `recv` loses nothing if another branch wins.
                 Some((child, event)) = self.gateway.recv() => self.apply_child(&child, event)?,
                 _ = tick.tick() => {
+                    if let Some(s) = &mut self.signals {
+                        s.collector.poll_logs();
+                    }
                     self.queue.push_back(Event::Tick);
                     if matches!(self.p.state, State::Downloading(_)) {
                         self.send_heartbeat();
                     }
                 }
                 _ = heartbeat.tick() => self.send_heartbeat(),
+                _ = signals_tick.tick(), if self.signals.is_some() => self.end_signals_interval()?,
             }
         };
         // Never stop between a slot write and its journal record: stop the download at a
@@ -363,6 +413,13 @@ impl Agent {
                     self.p.outbox.remove(0);
                     self.journal.store(&self.p)?;
                 }
+            }
+            Inbound::SignalsDelivered(id) => {
+                if let Some(s) = &mut self.signals {
+                    s.in_session.remove(&id);
+                    s.queue.remove(id);
+                }
+                self.feed_signals();
             }
             Inbound::Command(publish) => {
                 self.on_command(&publish.payload)?;
@@ -698,6 +755,64 @@ impl Agent {
     fn send(&self, message: Outbound) {
         if let Some(session) = &self.session {
             let _ = session.try_send(message);
+        }
+    }
+
+    /// Ends a signals interval: the batch is signed and queued on disk, one round of the
+    /// health checks starts for the next batch, and the session gets what fits its window.
+    fn end_signals_interval(&mut self) -> Result<(), AgentError> {
+        let running = self.running();
+        let device = self.config.device.id.clone();
+        let Some(s) = &mut self.signals else {
+            return Ok(());
+        };
+        let dropped = s.queue.make_room(&s.in_session);
+        let at = now();
+        let batch = s.collector.finish(&device, running, dropped, at);
+        match self.signer.sign(&batch, at) {
+            Ok(payload) => {
+                s.queue.push(&payload)?;
+            }
+            Err(e) => eprintln!("swell-agent: signing a signals batch: {e}"),
+        }
+        if !self.config.health.checks.is_empty() {
+            let checks = self.config.health.checks.clone();
+            let connected = Arc::clone(&self.connected);
+            let failures = s.collector.health_failures();
+            // Detached: a round ends within its checks' timeouts, and nothing waits for it.
+            tokio::spawn(async move {
+                if health::check_all(&checks, &connected).await.is_err() {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+            });
+        }
+        self.feed_signals();
+        Ok(())
+    }
+
+    /// Hands queued batches to the session, oldest first, up to [`SIGNALS_WINDOW`] awaiting
+    /// acknowledgement.
+    fn feed_signals(&mut self) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        let Some(s) = &mut self.signals else {
+            return;
+        };
+        let next: Vec<u64> = s
+            .queue
+            .ids()
+            .filter(|id| !s.in_session.contains(id))
+            .take(SIGNALS_WINDOW.saturating_sub(s.in_session.len()))
+            .collect();
+        for id in next {
+            let Some(payload) = s.queue.read(id) else {
+                continue;
+            };
+            if session.try_send(Outbound::Signals(id, payload)).is_err() {
+                break;
+            }
+            s.in_session.insert(id);
         }
     }
 

@@ -47,7 +47,10 @@ pub async fn run(config: HealthConfig, deadline: Timestamp, connected: Arc<Atomi
 }
 
 /// Runs every check once; the first failure is the round's result.
-async fn check_all(checks: &[HealthCheck], connected: &AtomicBool) -> Result<(), String> {
+pub(crate) async fn check_all(
+    checks: &[HealthCheck],
+    connected: &AtomicBool,
+) -> Result<(), String> {
     for check in checks {
         check_one(check, connected).await?;
     }

@@ -14,6 +14,7 @@ pub mod health;
 pub mod journal;
 pub mod keys;
 pub mod mqtt;
+pub mod signals;
 pub mod signer;
 pub mod slots;
 pub mod update;

@@ -8,6 +8,10 @@
 //! the "online" presence go with QoS 0; the "offline" presence is the connection's last will,
 //! signed afresh before every connection attempt so its sequence number is current.
 //!
+//! Health-signal batches (`signals`) share that one-at-a-time QoS 1 lane: reports go first,
+//! then batches in the order the driver handed them over, each named by its queue id so the
+//! driver deletes exactly the acknowledged file.
+//!
 //! Commands arrive with QoS 1 on a persistent session and manual acknowledgement: the driver
 //! acknowledges a command only after the journal holds its effect, so a command is never lost
 //! to a crash between delivery and persistence; a redelivery is recognised by its sequence
@@ -73,6 +77,8 @@ pub enum Inbound {
     Command(Publish),
     /// The broker acknowledged the oldest queued report.
     Delivered,
+    /// The broker acknowledged the signals batch with this queue id.
+    SignalsDelivered(u64),
 }
 
 /// What the driver asks of the session.
@@ -80,6 +86,8 @@ pub enum Inbound {
 pub enum Outbound {
     /// Queue a signed report (QoS 1, in order).
     Report(Vec<u8>),
+    /// Queue a signed signals batch with its queue id (QoS 1, in order, after reports).
+    Signals(u64, Vec<u8>),
     /// Send a signed heartbeat now if connected (QoS 0; dropped when offline).
     Heartbeat(Vec<u8>),
     /// Acknowledge a command.
@@ -252,8 +260,18 @@ struct Session {
     agent_version: String,
     online: Vec<u8>,
     queue: VecDeque<Vec<u8>>,
-    in_flight: bool,
+    signals: SignalsQueue,
+    in_flight: Option<InFlight>,
     connected: bool,
+}
+
+/// The one QoS 1 publish awaiting its PUBACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InFlight {
+    /// The head of the report queue.
+    Report,
+    /// The head of the signals queue, with its id.
+    Signals(u64),
 }
 
 /// Runs the session until `shutdown` is cancelled or the driver hangs up.
@@ -273,12 +291,16 @@ pub async fn run(
         agent_version: settings.agent_version.clone(),
         online,
         queue: VecDeque::new(),
-        in_flight: false,
+        signals: VecDeque::new(),
+        in_flight: None,
         connected: false,
     };
     let seed = std::process::id().into();
     let mut backoff = Backoff::new(seed);
-    let report_topic = DeviceTopic::Report.for_device(s.signer.device());
+    let topics = Topics {
+        report: DeviceTopic::Report.for_device(s.signer.device()),
+        signals: DeviceTopic::Signals.for_device(s.signer.device()),
+    };
     let command_topic = DeviceTopic::Command.for_device(s.signer.device());
     loop {
         // One `poll` future lives until it completes, whatever the other branches do in the
@@ -299,6 +321,7 @@ pub async fn run(
                     request = from_driver.recv() => match request {
                         None => return Ok(()),
                         Some(Outbound::Report(payload)) => s.queue.push_back(payload),
+                        Some(Outbound::Signals(id, payload)) => s.signals.push_back((id, payload)),
                         Some(Outbound::Heartbeat(payload)) if s.connected => {
                             let topic = DeviceTopic::Health.for_device(s.signer.device());
                             let _ = s.client.try_publish(topic, QoS::AtMostOnce, false, payload);
@@ -313,10 +336,10 @@ pub async fn run(
                 }
                 send_head(
                     &s.client,
-                    &s.queue,
+                    (&s.queue, &s.signals),
                     &mut s.in_flight,
                     s.connected,
-                    &report_topic,
+                    &topics,
                 )
                 .await;
             }
@@ -334,10 +357,18 @@ pub async fn run(
             Ok(Event::Incoming(Incoming::Publish(p))) if p.topic == command_topic => {
                 let _ = to_driver.send(Inbound::Command(p)).await;
             }
-            Ok(Event::Incoming(Incoming::PubAck(_))) if s.in_flight => {
-                s.queue.pop_front();
-                s.in_flight = false;
-                let _ = to_driver.send(Inbound::Delivered).await;
+            Ok(Event::Incoming(Incoming::PubAck(_))) if s.in_flight.is_some() => {
+                match s.in_flight.take() {
+                    Some(InFlight::Report) => {
+                        s.queue.pop_front();
+                        let _ = to_driver.send(Inbound::Delivered).await;
+                    }
+                    Some(InFlight::Signals(id)) => {
+                        s.signals.pop_front();
+                        let _ = to_driver.send(Inbound::SignalsDelivered(id)).await;
+                    }
+                    None => {}
+                }
             }
             Ok(_) => {}
             Err(e) => {
@@ -359,29 +390,46 @@ pub async fn run(
         }
         send_head(
             &s.client,
-            &s.queue,
+            (&s.queue, &s.signals),
             &mut s.in_flight,
             s.connected,
-            &report_topic,
+            &topics,
         )
         .await;
     }
 }
 
-/// Publishes the oldest queued report if connected and none is awaiting its PUBACK.
+/// Signals batches waiting in the session, with their queue ids, oldest first.
+type SignalsQueue = VecDeque<(u64, Vec<u8>)>;
+
+/// The device's outgoing QoS 1 topics.
+struct Topics {
+    report: String,
+    signals: String,
+}
+
+/// Publishes the oldest queued report, else the oldest signals batch, if connected and
+/// nothing is awaiting its PUBACK.
 async fn send_head(
     client: &AsyncClient,
-    queue: &VecDeque<Vec<u8>>,
-    in_flight: &mut bool,
+    (reports, signals): (&VecDeque<Vec<u8>>, &SignalsQueue),
+    in_flight: &mut Option<InFlight>,
     connected: bool,
-    topic: &str,
+    topics: &Topics,
 ) {
-    if connected
-        && !*in_flight
-        && let Some(head) = queue.front()
-    {
-        let sent = client.publish(topic, QoS::AtLeastOnce, false, head.clone());
-        *in_flight = sent.await.is_ok();
+    if !connected || in_flight.is_some() {
+        return;
+    }
+    let (topic, payload, next) = if let Some(head) = reports.front() {
+        (&topics.report, head.clone(), InFlight::Report)
+    } else if let Some((id, head)) = signals.front() {
+        (&topics.signals, head.clone(), InFlight::Signals(*id))
+    } else {
+        return;
+    };
+    let sent = client.publish(topic, QoS::AtLeastOnce, false, payload);
+    if sent.await.is_ok() {
+        *in_flight = Some(next);
     }
 }
 
