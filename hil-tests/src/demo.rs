@@ -26,12 +26,28 @@ const DEVICE: &str = "demo-device-1";
 /// Size of each simulated image: big enough to stream in checkpoints, small enough to be quick.
 const IMAGE_SIZE: usize = 8 << 20;
 
-/// Options of the demo.
+/// The command line: the fleet demo, or `tour`.
 #[derive(Debug, clap::Parser)]
 #[command(
     name = "swell-demo",
-    about = "Swell's end-to-end demo (see the README)"
+    about = "Swell's end-to-end demo (see the README): a controller driving a simulated fleet"
 )]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<DemoCommand>,
+    #[command(flatten)]
+    fleet: crate::fleet_demo::FleetArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum DemoCommand {
+    /// One device's story, without the controller: keys, a trust root, signed releases, and a
+    /// device that commits a good release, reverts bad ones and refuses what it must.
+    Tour(DemoArgs),
+}
+
+/// Options of the one-device tour.
+#[derive(Debug, clap::Args)]
 pub struct DemoArgs {
     /// Work in this directory (created; default: a new one under the system temp dir).
     #[arg(long)]
@@ -51,8 +67,14 @@ struct Outcome {
 
 /// Runs the demo with the process's arguments.
 pub fn main() -> std::process::ExitCode {
-    let args = DemoArgs::parse();
-    match run(&args) {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Some(DemoCommand::Tour(args)) => run(args),
+        None => std::env::current_exe()
+            .context("cannot find this program to boot the agents with")
+            .and_then(|me| crate::fleet_demo::run(&cli.fleet, &me)),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,3 +1,5 @@
 #![doc = include_str!("../README.md")]
 
 pub mod demo;
+pub mod fleet;
+pub mod fleet_demo;

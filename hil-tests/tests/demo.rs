@@ -1,4 +1,5 @@
-//! The README's main job runs to the end and every install ends as its story says.
+//! The README's main job (the fleet demo) and the one-device tour run to the end, and every
+//! outcome is the one their story says.
 
 use std::process::Command;
 
@@ -11,6 +12,7 @@ fn demo_tells_the_whole_story() {
     let dir = tempfile::tempdir().unwrap();
     let work = dir.path().join("demo");
     let output = Command::new(env!("CARGO_BIN_EXE_swell-demo"))
+        .arg("tour")
         .arg("--dir")
         .arg(&work)
         .output()
@@ -38,6 +40,37 @@ fn demo_tells_the_whole_story() {
     }
     assert!(stdout.contains("security_version 1 is below the installed 2"));
     assert!(stdout.contains("the bootloader fell back"));
+    assert!(
+        !work.exists(),
+        "the work directory is removed without --keep"
+    );
+}
+
+/// Scenario: the main job as the README runs it, with the fleet trimmed to 16 devices for the
+/// test's time: the bad release stops at the canaries and is rolled back, the good one
+/// completes, and the summary says so.
+#[test]
+fn fleet_demo_rolls_back_the_bad_release_and_completes_the_good_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("demo");
+    let output = Command::new(env!("CARGO_BIN_EXE_swell-demo"))
+        .args(["--devices", "16", "--exit", "--dir"])
+        .arg(&work)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "demo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("Every outcome is the one expected."),
+        "{stdout}"
+    );
+    assert!(stdout.contains("rollout.rolled_back"), "{stdout}");
+    assert!(stdout.contains("rollout.completed"), "{stdout}");
+    assert!(stdout.contains("1.1.1 on 16 devices"), "{stdout}");
     assert!(
         !work.exists(),
         "the work directory is removed without --keep"

@@ -644,11 +644,11 @@ impl Run {
                 .count();
             let reason = if failed.is_empty() {
                 format!(
-                    "{back} device(s) that started are back on their previous release{took}                      ({took_back} by a rollback command)"
+                    "{back} device(s) that started are back on their previous release{took} ({took_back} by a rollback command)"
                 )
             } else {
                 format!(
-                    "{back} device(s) that started are back on their previous release{took}                      ({took_back} by a rollback command); {} could not be taken back: {}",
+                    "{back} device(s) that started are back on their previous release{took} ({took_back} by a rollback command); {} could not be taken back: {}",
                     failed.len(),
                     failed.join(", ")
                 )

@@ -414,7 +414,7 @@ impl Rollouts {
         run.changed = false;
         run.dirty.clear();
         self.deps.webhooks.notify();
-        let shown = view::full(&run, &|l| self.deps.locks.get(l).map(|l| l.reason));
+        let shown = view::full(&run, now, &|l| self.deps.locks.get(l).map(|l| l.reason));
         st.next = n;
         st.runs.insert(n, run);
         drop(st);
@@ -749,7 +749,7 @@ impl Rollouts {
             .runs
             .get(&n)
             .ok_or_else(|| RolloutError::NotFound(id.to_owned()))?;
-        Ok(view::full(run, &|l| {
+        Ok(view::full(run, self.deps.clock.now(), &|l| {
             self.deps.locks.get(l).map(|l| l.reason)
         }))
     }
@@ -780,7 +780,7 @@ impl Rollouts {
         let mut fx = Vec::new();
         decide(run, &ctx, &mut fx)?;
         self.apply(run, fx, actor, now).await;
-        let shown = view::full(run, &|l| self.deps.locks.get(l).map(|l| l.reason));
+        let shown = view::full(run, now, &|l| self.deps.locks.get(l).map(|l| l.reason));
         drop(st);
         self.wake.notify_one();
         Ok(shown)

@@ -2,6 +2,7 @@
 //! `rollout show` (the shapes are in docs/rollouts.md, "Watching a rollout").
 
 use serde_json::{Value, json};
+use swell_proto::Timestamp;
 
 use super::engine::{Counts, Run};
 use super::record::{DeviceState, StageStatus, Status};
@@ -55,8 +56,9 @@ pub fn summary(run: &Run) -> Value {
     })
 }
 
-/// `rollout show`.
-pub fn full(run: &Run, reasons: &dyn Fn(&str) -> Option<String>) -> Value {
+/// `rollout show`, as of the controller's `now` (shown, so that a watcher can place the
+/// events on the controller's clock).
+pub fn full(run: &Run, now: Timestamp, reasons: &dyn Fn(&str) -> Option<String>) -> Value {
     let mut v = summary(run);
     let stages: Vec<Value> = run
         .stages
@@ -141,6 +143,7 @@ pub fn full(run: &Run, reasons: &dyn Fn(&str) -> Option<String>) -> Value {
         .map(|id| json!({"id": id, "reason": reasons(id)}))
         .collect();
     if let Some(o) = v.as_object_mut() {
+        o.insert("now".into(), json!(now));
         o.insert("supersedes".into(), json!(run.rec.supersedes));
         o.insert("superseded_by".into(), json!(run.rec.superseded_by));
         o.insert("plan".into(), json!(run.rec.plan));
