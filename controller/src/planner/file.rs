@@ -12,7 +12,8 @@ use swell_proto::{DeviceId, HardwareId};
 
 use super::fleet::Zone;
 use super::plan::{
-    Amount, FailureAction, FailureGate, Limits, Plan, Ramp, Stage, Step, SuccessGate, ZoneOrder,
+    Amount, FailureAction, FailureGate, Inconclusive, Limits, Plan, Ramp, Stage, Step, SuccessGate,
+    Verification, ZoneOrder,
 };
 use super::selector::{Selector, VersionReq};
 use super::window::{MaintenanceWindow, parse_weekday};
@@ -187,6 +188,31 @@ pub struct StageFile {
     /// The failure gate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<FailureFile>,
+    /// Compare the stage's updated devices with a baseline over its soak.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationFile>,
+}
+
+/// `verification = { min_updated = 5, min_baseline = 10, warmup = "30m", look_every = "30m",
+/// inconclusive = "pause" }`; every key optional.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationFile {
+    /// Updated devices that must report (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_updated: Option<u32>,
+    /// Baseline devices that must report (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_baseline: Option<u32>,
+    /// Left out at the soak's start (default a tenth of the soak).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<String>,
+    /// Time between looks (default a quarter of the soak).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub look_every: Option<String>,
+    /// What an inconclusive verdict does (default `pause`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<Inconclusive>,
 }
 
 /// `success = { committed = "95%", soak = "30m" }`.
@@ -623,11 +649,17 @@ fn stage(s: &StageFile, defaults: &StageDefaultsFile, field: &str) -> Result<Sta
         &format!("{failure_field}.tolerate"),
         true,
     )?;
+    let verification = s
+        .verification
+        .as_ref()
+        .map(|v| verification(v, soak, &format!("{field}.verification")))
+        .transpose()?;
     Ok(Stage {
         name,
         selector,
         share,
         approval: s.approval,
+        verification,
         device_timeout,
         success: SuccessGate {
             committed_percent,
@@ -639,6 +671,31 @@ fn stage(s: &StageFile, defaults: &StageDefaultsFile, field: &str) -> Result<Sta
         },
     })
 }
+fn verification(
+    v: &VerificationFile,
+    soak: SignedDuration,
+    field: &str,
+) -> Result<Verification, InvalidPlan> {
+    let or = |d: &Option<String>, what: &str, default: SignedDuration| {
+        d.as_ref()
+            .map_or(Ok(default), |t| duration(t, &format!("{field}.{what}")))
+    };
+    let count = |n: Option<u32>, what: &str, default: usize| match n {
+        None => Ok(default),
+        Some(0) => Err(invalid(format!("{field}.{what}"), "at least 1")),
+        Some(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+    };
+    let v = Verification {
+        min_updated: count(v.min_updated, "min_updated", 5)?,
+        min_baseline: count(v.min_baseline, "min_baseline", 10)?,
+        warmup: or(&v.warmup, "warmup", soak / 10)?,
+        look_every: or(&v.look_every, "look_every", soak / 4)?,
+        inconclusive: v.inconclusive.unwrap_or(Inconclusive::Pause),
+    };
+    v.policy(soak).map_err(|e| invalid(field, e.0.clone()))?;
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -672,6 +729,37 @@ mod tests {
         assert_eq!(s.success.soak, SignedDuration::from_mins(30));
         assert_eq!(s.failure.action, FailureAction::Pause);
         assert!(p.window().every_day());
+    }
+
+    /// Verification defaults come from the soak; a warm-up as long as the soak is refused
+    /// with the field named.
+    #[test]
+    fn verification_settings() {
+        let with = |v: &str| {
+            MINIMAL.replace(
+                "name = \"all\"",
+                &format!("name = \"all\"\nverification = {v}"),
+            )
+        };
+        let p = Plan::from_toml(&with("{}")).unwrap();
+        let v = p.steps()[0].stages[0].verification.unwrap();
+        assert_eq!(v.warmup, SignedDuration::from_mins(3));
+        assert_eq!(v.look_every, SignedDuration::from_secs(450));
+        assert_eq!((v.min_updated, v.min_baseline), (5, 10));
+        assert_eq!(v.inconclusive, Inconclusive::Pause);
+        let p = Plan::from_toml(&with("{ min_updated = 2, inconclusive = \"pass\" }")).unwrap();
+        let v = p.steps()[0].stages[0].verification.unwrap();
+        assert_eq!((v.min_updated, v.inconclusive), (2, Inconclusive::Pass));
+        let e = Plan::from_toml(&with("{ warmup = \"30m\" }")).unwrap_err();
+        assert!(
+            e.to_string().starts_with("step[1].stage[1].verification: "),
+            "{e}"
+        );
+        let e = Plan::from_toml(&with("{ min_baseline = 0 }")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "step[1].stage[1].verification.min_baseline: at least 1"
+        );
     }
 
     #[test]

@@ -51,6 +51,49 @@ pub struct Stage {
     pub success: SuccessGate,
     /// The failure gate.
     pub failure: FailureGate,
+    /// The comparison with a baseline over the soak, if the stage asks for one.
+    pub verification: Option<Verification>,
+}
+
+/// What an inconclusive verification verdict does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Inconclusive {
+    /// The stage passes on its success gate alone.
+    Pass,
+    /// The rollout pauses for an operator.
+    Pause,
+}
+
+/// A stage's verification settings (docs/rollouts.md, "Verification").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verification {
+    /// Updated devices that must report.
+    pub min_updated: usize,
+    /// Baseline devices that must report.
+    pub min_baseline: usize,
+    /// Left out at the soak's start.
+    pub warmup: SignedDuration,
+    /// Time between looks.
+    pub look_every: SignedDuration,
+    /// What an inconclusive verdict does.
+    pub inconclusive: Inconclusive,
+}
+
+impl Verification {
+    /// The analysis policy over a soak of `soak`.
+    pub fn policy(
+        &self,
+        soak: SignedDuration,
+    ) -> Result<crate::verification::Policy, crate::verification::policy::InvalidPolicy> {
+        crate::verification::Policy::for_stage(
+            soak,
+            self.warmup,
+            self.look_every,
+            self.min_updated,
+            self.min_baseline,
+        )
+    }
 }
 
 /// A percentage (0 to 100) or a count.

@@ -101,7 +101,7 @@ struct Cache {
     devices: BTreeMap<DeviceId, Device>,
     sequences: HashMap<(DeviceId, &'static str), u64>,
     /// Recent health-signal batches per device, oldest first, at most [`MAX_SIGNAL_HISTORY`].
-    signals: HashMap<DeviceId, VecDeque<Signals>>,
+    signals: HashMap<DeviceId, VecDeque<(Timestamp, Signals)>>,
 }
 
 /// The cloneable registry handle.
@@ -328,13 +328,26 @@ impl Registry {
         self.read()
             .signals
             .get(id)
+            .map(|h| h.iter().map(|(_, b)| b.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// [`signals`](Self::signals) with the controller's time of receipt of each batch: the
+    /// analysis places batches on the controller's clock, not the device's.
+    pub fn signals_received(&self, id: &DeviceId) -> Vec<(Timestamp, Signals)> {
+        self.read()
+            .signals
+            .get(id)
             .map(|h| h.iter().cloned().collect())
             .unwrap_or_default()
     }
 
     /// The newest health-signal batch of `id`, if any arrived since the controller started.
     pub fn latest_signals(&self, id: &DeviceId) -> Option<Signals> {
-        self.read().signals.get(id).and_then(|h| h.back().cloned())
+        self.read()
+            .signals
+            .get(id)
+            .and_then(|h| h.back().map(|(_, b)| b.clone()))
     }
 
     /// The highest sequence number accepted from `id` on `topic` (0 if none).
@@ -384,7 +397,7 @@ impl Registry {
                 if history.len() >= MAX_SIGNAL_HISTORY {
                     history.pop_front();
                 }
-                history.push_back(batch.clone());
+                history.push_back((now, batch.clone()));
             }
         }
         self.changed.notify_one();

@@ -299,6 +299,28 @@ impl Policy {
     }
 
     /// The validated spec.
+    /// The recommended checks over a rollout stage's soak: `warmup` and `look_every` as
+    /// given, and at least `min_updated` updated and `min_baseline` baseline devices reporting
+    /// (a new signature fails the stage once it is on 2 updated devices, or on every one when
+    /// fewer must report).
+    pub fn for_stage(
+        soak: SignedDuration,
+        warmup: SignedDuration,
+        look_every: SignedDuration,
+        min_updated: usize,
+        min_baseline: usize,
+    ) -> Result<Policy, InvalidPolicy> {
+        let mut spec = Policy::recommended().spec;
+        spec.soak = soak;
+        spec.warmup = warmup;
+        spec.look_every = look_every;
+        spec.min_updated_devices = min_updated;
+        spec.min_baseline_devices = min_baseline;
+        spec.min_baseline_per_stratum = min_baseline;
+        spec.signatures.min_devices_new = min_updated.clamp(1, 2);
+        Policy::new(spec)
+    }
+
     pub fn spec(&self) -> &PolicySpec {
         &self.spec
     }

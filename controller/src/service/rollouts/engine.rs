@@ -21,9 +21,10 @@ use super::record::{
     DeviceRecord, DeviceState, EventRecord, RollbackKind, RollbackRecord, RolloutRecord,
     StageStatus, Status,
 };
-use crate::planner::plan::FailureAction;
+use crate::planner::plan::{FailureAction, Inconclusive};
 use crate::planner::{self, Assignment, FleetDevice, FleetSnapshot, Plan};
 use crate::service::fleet::{Device, state_name};
+use crate::verification::{StageReport, Verdict};
 
 /// What a stage's gates need, fixed when the rollout is created.
 #[derive(Debug, Clone)]
@@ -112,6 +113,8 @@ pub struct Ctx<'a> {
     pub fleet: &'a HashMap<DeviceId, Device>,
     /// The locks that hold now.
     pub holding: &'a [Hold],
+    /// The verification reports of the stages that ask for one, by stage index.
+    pub verdicts: &'a BTreeMap<usize, StageReport>,
 }
 
 /// A rollout in memory: its records, its plan, and what changed since it was last stored.
@@ -131,6 +134,8 @@ pub struct Run {
     pub dirty: BTreeSet<DeviceId>,
     /// Whether the rollout record changed since the last store.
     pub changed: bool,
+    /// The latest verification summaries by stage (recomputed, not stored).
+    pub verification: BTreeMap<usize, serde_json::Value>,
     replan: bool,
     tripped: Option<Instant>,
     published: BTreeSet<String>,
@@ -261,6 +266,7 @@ impl Run {
             stages,
             dirty: BTreeSet::new(),
             changed: false,
+            verification: BTreeMap::new(),
             // A loaded rollout re-plans its pending devices: their windows may have passed
             // while the controller was down.
             replan: true,
@@ -439,7 +445,39 @@ impl Run {
             let waived = self.rec.stages[i].waived;
             let failed = c.failed.saturating_sub(waived);
             let resolved = c.succeeded + c.failed;
-            let verdict = if failed > info.tolerated {
+            // The verification verdict, for a stage that asks for one: `Some(true)` passed
+            // (or inconclusive and the plan accepts that), `Some(false)` not yet.
+            let check = self
+                .plan
+                .stages()
+                .nth(i)
+                .and_then(|(_, s)| s.verification.map(|v| v.inconclusive));
+            let report = ctx.verdicts.get(&i).and_then(|r| r.verdict.as_ref());
+            let mut pause_anyway = false;
+            let verified = matches!(
+                (check, report),
+                (None, _)
+                    | (Some(_), Some(Verdict::Pass))
+                    | (Some(Inconclusive::Pass), Some(Verdict::Inconclusive(_)))
+            );
+            let verdict = if let Some(Verdict::Fail(reasons)) = report {
+                let why: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+                Some(format!(
+                    "stage {}: verification failed: {}",
+                    info.name,
+                    why.join("; ")
+                ))
+            } else if let (Some(Inconclusive::Pause), Some(Verdict::Inconclusive(short))) =
+                (check, report)
+            {
+                pause_anyway = true;
+                let why: Vec<String> = short.iter().map(ToString::to_string).collect();
+                Some(format!(
+                    "stage {}: verification inconclusive: {}",
+                    info.name,
+                    why.join("; ")
+                ))
+            } else if failed > info.tolerated {
                 let last = self
                     .devices
                     .values()
@@ -457,7 +495,10 @@ impl Run {
                     info.name, c.failed, info.devices, info.tolerated
                 ))
             } else if resolved == info.devices {
-                if c.succeeded + waived >= info.required {
+                if c.succeeded + waived >= info.required && !verified {
+                    // Waiting for the verdict.
+                    None
+                } else if c.succeeded + waived >= info.required {
                     self.rec.stages[i].status = StageStatus::Passed;
                     self.changed = true;
                     None
@@ -474,6 +515,13 @@ impl Run {
                 self.rec.stages[i].status = StageStatus::Tripped;
                 self.changed = true;
                 match info.action {
+                    _ if pause_anyway => {
+                        if self.rec.status == Status::Running {
+                            self.rec.status = Status::Paused;
+                            self.rec.status_reason = Some(reason.clone());
+                            self.event(ctx.now, "rollout.paused", reason, fx);
+                        }
+                    }
                     FailureAction::Pause => {
                         if self.rec.status == Status::Running {
                             self.rec.status = Status::Paused;
@@ -1134,6 +1182,7 @@ approval = true
                 instant: Instant::now(),
                 fleet: &self.fleet,
                 holding: &self.holding,
+                verdicts: &BTreeMap::new(),
             });
             for e in &fx {
                 match e {

@@ -12,6 +12,7 @@
 
 pub mod engine;
 pub mod record;
+pub mod verify;
 pub mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -698,22 +699,53 @@ impl Rollouts {
         }
     }
 
+    /// The verification reports of the current step's running stages that ask for one; their
+    /// summaries are kept on the run for `rollout show`.
+    fn verdicts(
+        &self,
+        run: &mut Run,
+        fleet: &HashMap<DeviceId, Device>,
+        now: Timestamp,
+    ) -> BTreeMap<usize, crate::verification::StageReport> {
+        let mut out = BTreeMap::new();
+        for i in 0..run.stages.len() {
+            if run.stages[i].step != run.rec.step
+                || run.rec.stages[i].status != StageStatus::Running
+            {
+                continue;
+            }
+            let history = |id: &DeviceId| self.deps.registry.signals_received(id);
+            if let Some(report) = verify::stage_report(run, i, fleet, &history, now) {
+                run.verification.insert(i, verify::summary(&report));
+                out.insert(i, report);
+            }
+        }
+        out
+    }
+
     /// One evaluation of every active rollout.
     pub async fn tick(&self) {
         let mut st = self.state.lock().await;
         let now = self.deps.clock.now();
         let fleet = self.fleet();
         let holding = self.holding(now);
+        let none = BTreeMap::new();
         let ctx = Ctx {
             now,
             instant: Instant::now(),
             fleet: &fleet,
             holding: &holding,
+            verdicts: &none,
         };
         for run in st.runs.values_mut() {
             if run.rec.status.is_terminal() {
                 continue;
             }
+            let verdicts = self.verdicts(run, &fleet, now);
+            let ctx = Ctx {
+                verdicts: &verdicts,
+                ..ctx
+            };
             let fx = run.tick(&ctx);
             self.apply(run, fx, CONTROLLER_ACTOR, now).await;
         }
@@ -771,11 +803,13 @@ impl Rollouts {
         let now = self.deps.clock.now();
         let fleet = self.fleet();
         let holding = self.holding(now);
+        let verdicts = self.verdicts(run, &fleet, now);
         let ctx = Ctx {
             now,
             instant: Instant::now(),
             fleet: &fleet,
             holding: &holding,
+            verdicts: &verdicts,
         };
         let mut fx = Vec::new();
         decide(run, &ctx, &mut fx)?;

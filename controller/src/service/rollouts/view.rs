@@ -87,6 +87,7 @@ pub fn full(run: &Run, now: Timestamp, reasons: &dyn Fn(&str) -> Option<String>)
                 "soak_s": s.soak_s,
                 "device_timeout_s": s.timeout_s,
                 "counts": counts(run.counts(Some(i))),
+                "verification": run.verification.get(&i).cloned().unwrap_or(Value::Null),
                 "zones": zones,
             })
         })
