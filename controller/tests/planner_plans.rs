@@ -74,7 +74,7 @@ fn invalid_plans_name_the_field() {
         ramp-above-max.toml: limits.ramp.initial_per_minute: must not exceed limits.max_starts_per_minute
         share-zero.toml: step[1].stage[1].share: "0%" is neither a count nor a percentage from 1% to 100%
         unknown-action.toml: line 17: unknown variant `rollback`, expected `pause` or `abort_and_rollback` (in `failure = { tolerate = "10%", action = "rollback" }`)
-        unknown-stage-field.toml: line 17: unknown field `shar`, expected one of `name`, `selector`, `share`, `approval`, `device_timeout`, `success`, `failure` (in `shar = "20%"`)
+        unknown-stage-field.toml: line 17: unknown field `shar`, expected one of `name`, `selector`, `share`, `approval`, `device_timeout`, `success`, `failure`, `verification` (in `shar = "20%"`)
         unknown-zone.toml: zone_order: "Atlantis/Capital" is not an IANA time zone name (such as Europe/Berlin)
     "#]].assert_eq(&out);
 }

@@ -60,6 +60,74 @@ pub fn eventually<T>(what: &str, limit: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Makes, in `keys`, the key pairs `root`, `release` and `controller` (PKCS#8 PEM, and
+/// `.pub.pem`) and `root.json`: a trust root valid for a year whose three roles each hold one
+/// key with threshold 1, signed by the root key.
+pub fn trust_root(keys: &Path) -> Result<()> {
+    std::fs::create_dir_all(keys).with_context(|| format!("creating {}", keys.display()))?;
+    for k in ["root", "release", "controller"] {
+        swellctl(&["key", "generate", "--out", &p(keys, k)])?;
+    }
+    swellctl(&[
+        "root",
+        "init",
+        "--out",
+        &p(keys, "root.json"),
+        "--expires",
+        "365d",
+        "--root-key",
+        &p(keys, "root.pub.pem"),
+        "--release-key",
+        &p(keys, "release.pub.pem"),
+        "--controller-key",
+        &p(keys, "controller.pub.pem"),
+        "--root-threshold",
+        "1",
+        "--release-threshold",
+        "1",
+        "--controller-threshold",
+        "1",
+    ])?;
+    swellctl(&["root", "sign", &p(keys, "root.json"), "--key", &p(keys, "root.pem")])?;
+    Ok(())
+}
+
+/// Writes a simulated image with `behaviour` (`healthy`, `unhealthy`, `crash`, `noisy`) of
+/// `size` bytes at `image`, and its release manifest `name` `version` for [`HARDWARE`],
+/// signed with the release key in `keys` (as `<image>.manifest.json`).
+pub fn signed_image(
+    keys: &Path,
+    image: &Path,
+    name: &str,
+    version: &str,
+    behaviour: &str,
+    size: usize,
+) -> Result<PathBuf> {
+    let seed = version.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    std::fs::write(image, board::image(behaviour, size, seed))?;
+    swellctl(&[
+        "release",
+        "create",
+        "--image",
+        &image.display().to_string(),
+        "--name",
+        name,
+        "--version",
+        version,
+        "--security-version",
+        "1",
+        "--hardware",
+        HARDWARE,
+        "--expires",
+        "30d",
+        "--key",
+        &p(keys, "release.pem"),
+    ])?;
+    let mut manifest = image.as_os_str().to_owned();
+    manifest.push(".manifest.json");
+    Ok(PathBuf::from(manifest))
+}
+
 /// One device of the fleet as asked for.
 #[derive(Debug, Clone)]
 pub struct DeviceSpec {
@@ -180,45 +248,14 @@ impl Fleet {
     /// (a multi-call binary that is also `swell-agent`).
     pub fn start(spec: FleetSpec, agent: &Path) -> Result<Fleet> {
         let dir = spec.dir.clone();
-        std::fs::create_dir_all(dir.join("keys"))
-            .with_context(|| format!("creating {}", dir.display()))?;
-        for k in ["root", "release", "controller"] {
-            swellctl(&["key", "generate", "--out", &p(&dir, &format!("keys/{k}"))])?;
-        }
-        swellctl(&[
-            "root",
-            "init",
-            "--out",
-            &p(&dir, "root.json"),
-            "--expires",
-            "365d",
-            "--root-key",
-            &p(&dir, "keys/root.pub.pem"),
-            "--release-key",
-            &p(&dir, "keys/release.pub.pem"),
-            "--controller-key",
-            &p(&dir, "keys/controller.pub.pem"),
-            "--root-threshold",
-            "1",
-            "--release-threshold",
-            "1",
-            "--controller-threshold",
-            "1",
-        ])?;
-        swellctl(&[
-            "root",
-            "sign",
-            &p(&dir, "root.json"),
-            "--key",
-            &p(&dir, "keys/root.pem"),
-        ])?;
+        trust_root(&dir.join("keys"))?;
 
         let digest = swell_controller::service::auth::digest_of(ADMIN).to_hex();
         let config = format!(
             "data_dir = \"controller-data\"\n\
              [http]\nlisten = \"127.0.0.1:0\"\n\
              [broker]\nmode = \"embedded\"\nlisten = \"127.0.0.1:0\"\n\
-             [trust]\nroot = \"root.json\"\ncontroller_key = \"keys/controller.pem\"\n\
+             [trust]\nroot = \"keys/root.json\"\ncontroller_key = \"keys/controller.pem\"\n\
              [clock]\nstart = \"{start}\"\nspeed = {speed}\n\
              [rollouts]\ntick_ms = 100\n\
              [[api.token]]\nname = \"operator\"\nrole = \"admin\"\nsha256 = \"{digest}\"\n",
@@ -339,7 +376,7 @@ impl Fleet {
              command = [\"sh\", \"-c\", \"test \\\"${behaviour}\\\" != unhealthy\"]\n",
             id = d.id,
             zone = d.zone,
-            root = self.dir.join("root.json").display(),
+            root = self.dir.join("keys/root.json").display(),
             behaviour = board::BEHAVIOUR_ENV,
         );
         let path = bd.join("agent.toml");
@@ -354,36 +391,19 @@ impl Fleet {
 
     /// Builds an image with `behaviour` (`healthy`, `unhealthy`, `crash`), makes and signs
     /// release `version` of it, and uploads it.
-    pub fn release(&self, name: &str, version: &str, behaviour: &str, seed: u64) -> Result<()> {
+    pub fn release(&self, name: &str, version: &str, behaviour: &str) -> Result<()> {
         let dir = self.dir.join("releases");
         std::fs::create_dir_all(&dir)?;
         let image = dir.join(format!("{name}-{version}.img"));
-        std::fs::write(&image, board::image(behaviour, self.spec.image_size, seed))?;
-        let image_s = image.display().to_string();
-        swellctl(&[
-            "release",
-            "create",
-            "--image",
-            &image_s,
-            "--name",
-            name,
-            "--version",
-            version,
-            "--security-version",
-            "1",
-            "--hardware",
-            HARDWARE,
-            "--expires",
-            "30d",
-            "--key",
-            &p(&self.dir, "keys/release.pem"),
-        ])?;
-        commands::release_upload(
-            &self.client,
-            &dir.join(format!("{name}-{version}.img.manifest.json")),
+        let manifest = signed_image(
+            &self.dir.join("keys"),
             &image,
-            None,
+            name,
+            version,
+            behaviour,
+            self.spec.image_size,
         )?;
+        commands::release_upload(&self.client, &manifest, &image, None)?;
         Ok(())
     }
 

@@ -232,8 +232,8 @@ fn story(args: &FleetArgs, dir: &std::path::Path, agent: &std::path::Path) -> Re
             .collect::<Vec<_>>()
             .join(", ")
     );
-    fleet.release("demo-os", "1.1.0", "unhealthy", 11)?;
-    fleet.release("demo-os", "1.1.1", "healthy", 12)?;
+    fleet.release("demo-os", "1.1.0", "unhealthy")?;
+    fleet.release("demo-os", "1.1.1", "healthy")?;
     println!(
         "3. Two releases signed and uploaded: demo-os 1.1.0, whose image fails its health check\n   \
          after booting, and demo-os 1.1.1, a good one."

@@ -1122,22 +1122,7 @@ approval = true
                 for id in ids {
                     records.insert(
                         id.clone(),
-                        DeviceRecord {
-                            id: id.clone(),
-                            stage,
-                            zone: "UTC".into(),
-                            state: DeviceState::Pending,
-                            planned_at: None,
-                            not_before: None,
-                            window_end: None,
-                            started_at: None,
-                            command: None,
-                            committed_at: None,
-                            reason: None,
-                            previous: None,
-                            rollback: None,
-                            unacked: None,
-                        },
+                        DeviceRecord::pending(id.clone(), stage, "UTC".into()),
                     );
                 }
             }

@@ -337,25 +337,7 @@ impl Rollouts {
                     .get(d)
                     .map(|x| x.registration.zone.as_str().to_owned())
                     .unwrap_or_default();
-                devices.insert(
-                    d.clone(),
-                    DeviceRecord {
-                        id: d.clone(),
-                        stage,
-                        zone,
-                        state: DeviceState::Pending,
-                        planned_at: None,
-                        not_before: None,
-                        window_end: None,
-                        started_at: None,
-                        command: None,
-                        committed_at: None,
-                        reason: None,
-                        previous: None,
-                        rollback: None,
-                        unacked: None,
-                    },
-                );
+                devices.insert(d.clone(), DeviceRecord::pending(d.clone(), stage, zone));
             }
         }
         let mut run = Run::new(n, rec, devices, plan);

@@ -290,6 +290,28 @@ pub struct DeviceRecord {
     pub unacked: Option<(String, String)>,
 }
 
+impl DeviceRecord {
+    /// A device of stage `stage` that has not started.
+    pub fn pending(id: DeviceId, stage: usize, zone: String) -> DeviceRecord {
+        DeviceRecord {
+            id,
+            stage,
+            zone,
+            state: DeviceState::Pending,
+            planned_at: None,
+            not_before: None,
+            window_end: None,
+            started_at: None,
+            command: None,
+            committed_at: None,
+            reason: None,
+            previous: None,
+            rollback: None,
+            unacked: None,
+        }
+    }
+}
+
 /// The key of rollout `n`.
 pub fn rollout_key(n: u64) -> Vec<u8> {
     format!("r/{n:010}").into_bytes()
