@@ -677,6 +677,17 @@ impl Fleet {
     /// per device that enrolls with a token of its own (its tags and cohort); returns once every
     /// device is online.
     pub fn start(devices: Vec<DeviceSpec>, options: FleetOptions) -> Fleet {
+        Fleet::start_with(devices, options, |_| String::new())
+    }
+
+    /// [`Fleet::start`], with `agent_extra(board)` appended to each agent's config: TOML
+    /// tables the harness does not write itself (`[signals]`, ...), given the board's
+    /// directory (where the simulated system's application log, [`board::APP_LOG`], is).
+    pub fn start_with(
+        devices: Vec<DeviceSpec>,
+        options: FleetOptions,
+        agent_extra: impl Fn(&Path) -> String,
+    ) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let p = |n: &str| d.join(n).display().to_string();
@@ -760,7 +771,8 @@ impl Fleet {
                 .as_str()
                 .unwrap()
                 .to_owned();
-            boards.push(start_board(d, spec, &controller, &token));
+            let extra = agent_extra(&board_dir(d, &spec.id));
+            boards.push(start_board(d, spec, &controller, &token, &extra));
         }
         let fleet = Fleet {
             devices,
@@ -805,8 +817,8 @@ impl Fleet {
         self.dir.path()
     }
 
-    /// Builds an image of `behaviour` (`healthy`, `unhealthy`, `crash`), signs it as release
-    /// `os` `version` with `swellctl release create` and uploads it.
+    /// Builds an image of `behaviour` (`healthy`, `unhealthy`, `crash`, `noisy`), signs it as
+    /// release `os` `version` with `swellctl release create` and uploads it.
     pub fn release(&self, version: &str, behaviour: &str) {
         let d = self.dir();
         let image = d.join(format!("os-{version}.img"));
@@ -896,6 +908,12 @@ impl Fleet {
         }
     }
 
+    /// The simulated board directory of device `id` (its boot environment and application
+    /// log).
+    pub fn board_dir(&self, id: &str) -> PathBuf {
+        board_dir(self.dir(), id)
+    }
+
     /// The spec of device `id`.
     pub fn spec(&self, id: &str) -> &DeviceSpec {
         self.devices.iter().find(|d| d.id == id).unwrap()
@@ -920,9 +938,21 @@ impl Fleet {
     }
 }
 
+/// The simulated board directory of device `id` under the fleet's directory `dir`: the
+/// agent config's `[boot] board`.
+fn board_dir(dir: &Path, id: &str) -> PathBuf {
+    dir.join("boards").join(id).join("board")
+}
+
 /// Writes board `spec`'s slots and agent config (health check: the image's behaviour and the
-/// `fail-health` switch) and boots it.
-fn start_board(dir: &Path, spec: &DeviceSpec, controller: &Controller, token: &str) -> Group {
+/// `fail-health` switch; then `extra`) and boots it.
+fn start_board(
+    dir: &Path,
+    spec: &DeviceSpec,
+    controller: &Controller,
+    token: &str,
+    extra: &str,
+) -> Group {
     let d = dir.join("boards").join(&spec.id);
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("slot-a.img"), board::image("healthy", IMAGE_SIZE, 1)).unwrap();
@@ -935,11 +965,13 @@ fn start_board(dir: &Path, spec: &DeviceSpec, controller: &Controller, token: &s
          [mqtt]\nurl = \"mqtt://{mqtt}\"\nheartbeat_secs = 1\n\
          [enroll]\nurl = \"http://{http}\"\ntoken = \"{token}\"\nzone = \"{zone}\"\n\
          [slots]\na = \"{dd}/slot-a.img\"\nb = \"{dd}/slot-b.img\"\n\
-         [boot]\nbackend = \"simulated\"\nboard = \"{dd}/board\"\nbootlimit = 2\n\
+         [boot]\nbackend = \"simulated\"\nboard = \"{board}\"\nbootlimit = 2\n\
          [health]\ndeadline_secs = 3\ninterval_secs = 1\n\
          [[health.check]]\nkind = \"command\"\n\
-         command = [\"sh\", \"-c\", 'test \"${env}\" != unhealthy && test ! -e \"{dd}/fail-health\"']\n",
+         command = [\"sh\", \"-c\", 'test \"${env}\" != unhealthy && test ! -e \"{dd}/fail-health\"']\n\
+         {extra}",
         id = spec.id,
+        board = board_dir(dir, &spec.id).display(),
         root = dir.join("root.json").display(),
         mqtt = controller.mqtt,
         http = controller.http,
