@@ -146,6 +146,10 @@ pub struct Inventory {
     pub uptime_s: Option<u64>,
     /// Named metrics from the last heartbeat.
     pub metrics: BTreeMap<String, i64>,
+    /// The sequence number of the message `state` and `running` come from. One agent numbers
+    /// all its messages from one counter, so a heartbeat built before a report but delivered
+    /// after it (another topic, QoS 0) carries a lower number and does not turn the state back.
+    pub state_seq: u64,
 }
 
 /// A verified message from a device.
@@ -163,13 +167,20 @@ pub enum DeviceMessage {
 }
 
 impl Inventory {
-    /// Folds a verified message accepted at `now` into the inventory.
-    pub fn apply(&mut self, message: &DeviceMessage, now: Timestamp) {
+    /// Folds a verified message with sequence number `seq`, accepted at `now`, into the
+    /// inventory.
+    pub fn apply(&mut self, message: &DeviceMessage, seq: u64, now: Timestamp) {
         self.last_seen = Some(now);
+        let newer = seq > self.state_seq;
         match message {
             DeviceMessage::Report(r) => {
-                self.running = Some(r.running.clone());
-                self.state = Some(r.state);
+                if newer {
+                    self.running = Some(r.running.clone());
+                    self.state = Some(r.state);
+                    self.state_seq = seq;
+                }
+                // Reports arrive in order (QoS 1, one lane), so what only they carry is the
+                // latest even when a later heartbeat already updated the state.
                 self.target = r.target.clone();
                 self.command = r.command.clone();
                 self.progress = r.progress;
@@ -180,10 +191,13 @@ impl Inventory {
                 self.online = true;
             }
             DeviceMessage::Heartbeat(h) => {
-                self.running = Some(h.running.clone());
-                self.state = Some(h.state);
-                self.uptime_s = Some(h.uptime_s);
-                self.metrics = h.metrics.clone();
+                if newer {
+                    self.running = Some(h.running.clone());
+                    self.state = Some(h.state);
+                    self.uptime_s = Some(h.uptime_s);
+                    self.metrics = h.metrics.clone();
+                    self.state_seq = seq;
+                }
                 self.online = true;
             }
             DeviceMessage::Presence(p) => {
@@ -364,6 +378,7 @@ mod tests {
                 progress: None,
                 reason: None,
             }),
+            1,
             Timestamp::from_unix(11),
         );
         let l = |s: &str| Label::new(s).unwrap();
@@ -437,6 +452,7 @@ mod tests {
                 online: false,
                 agent_version: "0.1.0".into(),
             }),
+            1,
             Timestamp::from_unix(2),
         );
         assert!(!inv.online);
@@ -461,11 +477,61 @@ mod tests {
         };
         inv.apply(
             &report(UpdateState::RolledBack, Some("health check failed")),
+            2,
             Timestamp::from_unix(4),
         );
-        inv.apply(&report(UpdateState::Idle, None), Timestamp::from_unix(5));
+        inv.apply(&report(UpdateState::Idle, None), 3, Timestamp::from_unix(5));
         assert_eq!(inv.last_error.as_deref(), Some("health check failed"));
         assert_eq!(inv.state, Some(UpdateState::Idle));
         assert!(inv.online);
+    }
+
+    /// A heartbeat signed before the last report but accepted after it (another topic) does
+    /// not turn the state back.
+    #[test]
+    fn an_older_heartbeat_does_not_turn_the_state_back() {
+        let mut inv = Inventory::default();
+        let id = DeviceId::new("gw-1").unwrap();
+        let running = |v: &str| Running {
+            release: None,
+            version: Some(SemVer::new(v).unwrap()),
+            slot: Slot::B,
+            security_version: 0,
+        };
+        inv.apply(
+            &DeviceMessage::Report(Report {
+                device: id.clone(),
+                issued: Timestamp::from_unix(10),
+                state: UpdateState::Committed,
+                command: Some("gw-1.4".into()),
+                target: None,
+                running: running("1.3.0"),
+                progress: None,
+                reason: None,
+            }),
+            11,
+            Timestamp::from_unix(10),
+        );
+        let beat = |seq: u64, state| {
+            let h = Heartbeat {
+                device: id.clone(),
+                issued: Timestamp::from_unix(10),
+                uptime_s: 5,
+                state,
+                running: running("1.3.0"),
+                metrics: BTreeMap::new(),
+            };
+            (DeviceMessage::Heartbeat(h), seq)
+        };
+        let (old, seq) = beat(10, UpdateState::Trial);
+        inv.apply(&old, seq, Timestamp::from_unix(11));
+        assert_eq!(inv.state, Some(UpdateState::Committed));
+        assert_eq!(inv.last_seen, Some(Timestamp::from_unix(11)));
+        let (new, seq) = beat(12, UpdateState::Committed);
+        inv.apply(&new, seq, Timestamp::from_unix(12));
+        assert_eq!(
+            (inv.state, inv.state_seq),
+            (Some(UpdateState::Committed), 12)
+        );
     }
 }

@@ -67,6 +67,8 @@ pub struct InventoryRecord {
     uptime_s: Option<u64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     metrics: BTreeMap<String, i64>,
+    #[serde(default)]
+    state_seq: u64,
 }
 
 /// A stored release or staged manifest: the signed manifest exactly as uploaded, and who
@@ -174,6 +176,7 @@ impl InventoryRecord {
             progress: inv.progress,
             uptime_s: inv.uptime_s,
             metrics: inv.metrics.clone(),
+            state_seq: inv.state_seq,
         }
     }
 
@@ -193,6 +196,7 @@ impl InventoryRecord {
             progress: r.progress,
             uptime_s: r.uptime_s,
             metrics: r.metrics,
+            state_seq: r.state_seq,
         })
     }
 }

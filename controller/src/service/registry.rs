@@ -372,7 +372,7 @@ impl Registry {
         let Some(mut inventory) = self.get(id).map(|d| d.inventory) else {
             return Ok(());
         };
-        inventory.apply(message, now);
+        inventory.apply(message, seq, now);
         let mut batch = Batch::new();
         batch
             .put(
