@@ -88,7 +88,13 @@ pub fn trust_root(keys: &Path) -> Result<()> {
         "--controller-threshold",
         "1",
     ])?;
-    swellctl(&["root", "sign", &p(keys, "root.json"), "--key", &p(keys, "root.pem")])?;
+    swellctl(&[
+        "root",
+        "sign",
+        &p(keys, "root.json"),
+        "--key",
+        &p(keys, "root.pem"),
+    ])?;
     Ok(())
 }
 
@@ -103,7 +109,9 @@ pub fn signed_image(
     behaviour: &str,
     size: usize,
 ) -> Result<PathBuf> {
-    let seed = version.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let seed = version
+        .bytes()
+        .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
     std::fs::write(image, board::image(behaviour, size, seed))?;
     swellctl(&[
         "release",
@@ -172,6 +180,11 @@ impl ProcessGroup {
     /// The leader's process id.
     pub fn id(&self) -> u32 {
         self.0.id()
+    }
+
+    /// The leader's standard output, if it was piped and not taken yet.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.0.stdout.take()
     }
 
     /// SIGKILL to every process of the group, then reap the leader.

@@ -17,27 +17,26 @@
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use clap::Parser as _;
 use hmac::{Hmac, Mac as _};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use swell_agent::board;
 use swell_controller::client::commands::{self, TokenArgs};
 use swell_controller::client::{Client, Connection};
+use swell_hil::fleet::{self, ProcessGroup};
 use swell_proto::Timestamp;
 
 /// The admin API token (its SHA-256 is in the controller's config).
 pub const ADMIN: &str = "swell_rollout_admin_token";
 /// The hardware id of every simulated board.
-pub const HARDWARE: &str = "sim-board";
+pub const HARDWARE: &str = fleet::HARDWARE;
 /// The webhook's HMAC key.
 pub const WEBHOOK_SECRET: &str = "rollout-test-webhook-secret-0123456789";
 /// Simulated images are this large: big enough to download in pieces, small enough for 24
@@ -75,17 +74,6 @@ fn proto_now() -> Timestamp {
 /// Parses an RFC 3339 time from the API.
 pub fn ts(v: &Value) -> Option<jiff::Timestamp> {
     v.as_str()?.parse().ok()
-}
-
-/// `swellctl ARGS`, in-process, with the real clock (releases and roots are signed by people).
-pub fn swellctl(args: &[&str]) -> String {
-    let argv: Vec<&str> = std::iter::once("swellctl")
-        .chain(args.iter().copied())
-        .collect();
-    let cli = swell_controller::cli::Cli::try_parse_from(argv).unwrap();
-    let mut out = Vec::new();
-    swell_controller::cli::run(cli, proto_now(), &mut out).unwrap();
-    String::from_utf8(out).unwrap()
 }
 
 /// The controller's simulated clock, as the test computes it from the same config.
@@ -152,38 +140,10 @@ pub fn layout(n: usize, zones: &[&str], site_size: usize) -> Vec<DeviceSpec> {
         .collect()
 }
 
-/// A child process in a process group of its own; dropping it kills the whole group (a board
-/// and the agent it booted) and reaps the leader.
-#[derive(Debug)]
-struct Group(Child);
-
-impl Group {
-    fn spawn(mut cmd: Command) -> Group {
-        cmd.stdin(Stdio::null()).process_group(0);
-        Group(
-            cmd.spawn()
-                .unwrap_or_else(|e| panic!("starting {cmd:?}: {e}")),
-        )
-    }
-
-    /// SIGKILL to every process of the group, then reap the leader.
-    fn kill(&mut self) {
-        let pid = rustix::process::Pid::from_raw(i32::try_from(self.0.id()).unwrap()).unwrap();
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Group {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// The controller process (`swell-demo serve`).
 #[derive(Debug)]
 pub struct Controller {
-    process: Option<Group>,
+    process: Option<ProcessGroup>,
     config: PathBuf,
     log: PathBuf,
     /// Its HTTP address.
@@ -222,8 +182,9 @@ impl Controller {
             .arg(&self.config)
             .stdout(Stdio::piped())
             .stderr(log);
-        let mut group = Group::spawn(cmd);
-        let stdout = group.0.stdout.take().unwrap();
+        let mut group =
+            ProcessGroup::spawn(cmd).unwrap_or_else(|e| panic!("starting a process: {e}"));
+        let stdout = group.take_stdout().unwrap();
         let (tx, rx) = mpsc::channel();
         // Reads the ready line, then drains stdout until the process ends.
         std::thread::spawn(move || {
@@ -267,9 +228,7 @@ impl Controller {
 
     /// Whether the process is running.
     pub fn running(&mut self) -> bool {
-        self.process
-            .as_mut()
-            .is_some_and(|p| p.0.try_wait().ok().flatten().is_none())
+        self.process.as_mut().is_some_and(ProcessGroup::running)
     }
 
     /// What it logged (all its starts).
@@ -667,7 +626,7 @@ pub struct Fleet {
     pub controller: Controller,
     /// How long the boards took from their start to all online.
     pub enrolled_in: Duration,
-    boards: Vec<Group>,
+    boards: Vec<ProcessGroup>,
     // Last: the processes above must be gone before their files are.
     dir: tempfile::TempDir,
 }
@@ -691,30 +650,7 @@ impl Fleet {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let p = |n: &str| d.join(n).display().to_string();
-        for k in ["root", "release", "controller"] {
-            swellctl(&["key", "generate", "--out", &p(k)]);
-        }
-        swellctl(&[
-            "root",
-            "init",
-            "--out",
-            &p("root.json"),
-            "--expires",
-            "30d",
-            "--root-key",
-            &p("root.pub.pem"),
-            "--release-key",
-            &p("release.pub.pem"),
-            "--controller-key",
-            &p("controller.pub.pem"),
-            "--root-threshold",
-            "1",
-            "--release-threshold",
-            "1",
-            "--controller-threshold",
-            "1",
-        ]);
-        swellctl(&["root", "sign", &p("root.json"), "--key", &p("root.pem")]);
+        fleet::trust_root(d).unwrap();
         std::fs::write(d.join("webhook.secret"), WEBHOOK_SECRET).unwrap();
         let hooks = WebhookReceiver::start();
         let clock = SimClock {
@@ -822,38 +758,13 @@ impl Fleet {
     pub fn release(&self, version: &str, behaviour: &str) {
         let d = self.dir();
         let image = d.join(format!("os-{version}.img"));
-        let seed = version.bytes().fold(7u64, |h, b| h * 31 + u64::from(b));
-        std::fs::write(&image, board::image(behaviour, IMAGE_SIZE, seed)).unwrap();
-        let p = |x: &Path| x.display().to_string();
-        swellctl(&[
-            "release",
-            "create",
-            "--image",
-            &p(&image),
-            "--name",
-            "os",
-            "--version",
-            version,
-            "--security-version",
-            "1",
-            "--hardware",
-            HARDWARE,
-            "--expires",
-            "30d",
-            "--key",
-            &p(&d.join("release.pem")),
-        ]);
+        let manifest =
+            fleet::signed_image(d, &image, "os", version, behaviour, IMAGE_SIZE).unwrap();
         let client = Client::new(Connection {
             base: self.api.base().to_owned(),
             token: Some(ADMIN.into()),
         });
-        commands::release_upload(
-            &client,
-            &d.join(format!("os-{version}.img.manifest.json")),
-            &image,
-            None,
-        )
-        .unwrap();
+        commands::release_upload(&client, &manifest, &image, None).unwrap();
     }
 
     /// The version each device reports running (`None` for the release-less first image).
@@ -952,7 +863,7 @@ fn start_board(
     controller: &Controller,
     token: &str,
     extra: &str,
-) -> Group {
+) -> ProcessGroup {
     let d = dir.join("boards").join(&spec.id);
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("slot-a.img"), board::image("healthy", IMAGE_SIZE, 1)).unwrap();
@@ -986,5 +897,5 @@ fn start_board(
         .arg(&path)
         .stdout(Stdio::null())
         .stderr(log);
-    Group::spawn(cmd)
+    ProcessGroup::spawn(cmd).unwrap_or_else(|e| panic!("starting a process: {e}"))
 }
