@@ -88,6 +88,21 @@ pub struct SignalsConfig {
     /// Log files whose matching lines become error signatures (`[[signals.log]]` tables).
     #[serde(default, rename = "log")]
     pub logs: Vec<LogSource>,
+    /// Watched services whose crashes are counted (`[[signals.service]]` tables).
+    #[serde(default, rename = "service")]
+    pub services: Vec<ServiceWatch>,
+}
+
+/// One watched service: a command that prints how many times it has crashed so far (a
+/// cumulative count, such as systemd's `NRestarts`:
+/// `["systemctl", "show", "--property=NRestarts", "--value", "app.service"]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceWatch {
+    /// A name for messages.
+    pub name: String,
+    /// The command and its arguments; its standard output is one non-negative integer.
+    pub crashes: Vec<String>,
 }
 
 /// One log file to follow.

@@ -108,6 +108,7 @@ pub struct Agent {
 #[derive(Debug)]
 struct SignalsState {
     collector: Collector,
+    services: Vec<signals::Service>,
     queue: SignalQueue,
     in_session: std::collections::BTreeSet<u64>,
 }
@@ -166,6 +167,12 @@ impl Agent {
                     .and_then(|u| signals::system::uptime_secs(&u));
                 Some(SignalsState {
                     collector: Collector::new(s, &boot.info.boot_id.0, facts, boot_time_s, now()),
+                    services: s
+                        .services
+                        .iter()
+                        .cloned()
+                        .map(signals::Service::new)
+                        .collect(),
                     queue: SignalQueue::open(&dir, s.max_queued)?,
                     in_session: std::collections::BTreeSet::new(),
                 })
@@ -774,6 +781,12 @@ impl Agent {
                 s.queue.push(&payload)?;
             }
             Err(e) => eprintln!("swell-agent: signing a signals batch: {e}"),
+        }
+        for service in &s.services {
+            let service = service.clone();
+            let crashes = s.collector.crashes();
+            // Detached like the health round below: a poll ends within its timeout.
+            tokio::spawn(async move { service.poll(&crashes).await });
         }
         if !self.config.health.checks.is_empty() {
             let checks = self.config.health.checks.clone();

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `counters.reboots` | the boot id changed since the agent last ran, and no update asked for the reboot (the journal was not `Installed` or `Reverting`); counted in the first batch of the boot |
 //! | `counters.restarts` | the agent started again within one boot (it crashed or was restarted) |
-//! | `counters.crashes` | 0: watching other services' processes is not built yet |
+//! | `counters.crashes` | `[[signals.service]]`: the growth of each watched service's cumulative crash count (its `crashes` command's output, e.g. systemd's `NRestarts`), read once per interval; 0 without watched services |
 //! | `counters.health_check_failures` | failed rounds of the `[health]` checks, one round run per interval |
 //! | `gauges.memory_kib` | `/proc/meminfo`: `MemTotal - MemAvailable` at the end of the interval |
 //! | `gauges.cpu_permille` | `/proc/stat`: busy share of all CPU time between the interval's ends |
@@ -99,6 +99,7 @@ pub struct Collector {
     signatures: BTreeMap<SignatureId, (u64, String)>,
     pending: Counters,
     health_failures: Arc<AtomicU64>,
+    crashes: Arc<AtomicU64>,
     cpu: Option<(u64, u64)>,
     boot_time_s: Option<u64>,
     boot: String,
@@ -132,6 +133,7 @@ impl Collector {
                 ..Counters::default()
             },
             health_failures: Arc::default(),
+            crashes: Arc::default(),
             cpu: system::read("/proc/stat").and_then(|s| system::cpu_times(&s)),
             boot_time_s,
             boot: boot.to_string(),
@@ -142,6 +144,11 @@ impl Collector {
     /// The counter a round of health checks adds its failure to.
     pub fn health_failures(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.health_failures)
+    }
+
+    /// The counter the watched services' crash polls add to.
+    pub fn crashes(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.crashes)
     }
 
     /// Reads what the log files got since the last poll.
@@ -180,6 +187,7 @@ impl Collector {
         self.cpu = cpu;
         let mut counters = std::mem::take(&mut self.pending);
         counters.health_check_failures = self.health_failures.swap(0, Ordering::SeqCst);
+        counters.crashes = self.crashes.swap(0, Ordering::SeqCst);
         let start = std::mem::replace(&mut self.start, now);
         Signals {
             device: device.clone(),
@@ -228,6 +236,66 @@ fn take_top(signatures: &mut BTreeMap<SignatureId, (u64, String)>) -> Vec<Signat
     all
 }
 
+/// How long a watched service's `crashes` command may take.
+const SERVICE_COMMAND_SECS: u64 = 5;
+
+/// A watched service and its last cumulative crash count.
+#[derive(Debug, Clone)]
+pub struct Service {
+    watch: crate::config::ServiceWatch,
+    last: Arc<std::sync::Mutex<Option<u64>>>,
+}
+
+impl Service {
+    /// Watches `watch`; its first reading is only a starting point.
+    pub fn new(watch: crate::config::ServiceWatch) -> Service {
+        Service {
+            watch,
+            last: Arc::default(),
+        }
+    }
+
+    /// Runs the service's `crashes` command and adds the growth of its count since the last
+    /// reading to `crashes`. A count that went down (the service manager restarted) starts
+    /// again from the new value; a command that fails or prints no number adds nothing and is
+    /// reported on standard error.
+    pub async fn poll(&self, crashes: &AtomicU64) {
+        let Some((program, args)) = self.watch.crashes.split_first() else {
+            return;
+        };
+        let output = tokio::process::Command::new(program)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let timeout = std::time::Duration::from_secs(SERVICE_COMMAND_SECS);
+        let count = match tokio::time::timeout(timeout, output).await {
+            Ok(Ok(out)) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<u64>()
+                .ok(),
+            _ => None,
+        };
+        let Some(count) = count else {
+            eprintln!(
+                "swell-agent: service {}: `{}` gave no crash count",
+                self.watch.name,
+                self.watch.crashes.join(" ")
+            );
+            return;
+        };
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(before) = *last {
+            crashes.fetch_add(count.saturating_sub(before), Ordering::SeqCst);
+        }
+        *last = Some(count);
+    }
+}
+
 /// `name value` lines; lines that are not a valid name and an integer are skipped, and at
 /// most [`MAX_BATCH_METRICS`] are kept.
 pub fn parse_metrics(text: &str) -> BTreeMap<String, i64> {
@@ -254,6 +322,24 @@ mod tests {
         assert!(start_facts(d, "b1", false).unwrap().restart);
         assert!(start_facts(d, "b2", false).unwrap().reboot);
         assert_eq!(start_facts(d, "b3", true).unwrap(), StartFacts::default());
+    }
+
+    /// A watched service's crashes are the growth of its cumulative count; a reset starts
+    /// again from the new value.
+    #[tokio::test]
+    async fn service_crashes_are_increments() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("n");
+        let service = Service::new(crate::config::ServiceWatch {
+            name: "app".into(),
+            crashes: vec!["cat".into(), file.display().to_string()],
+        });
+        let crashes = AtomicU64::new(0);
+        for (count, total) in [("3", 0), ("5\n", 2), ("1", 2), ("2", 3), ("x", 3), ("4", 5)] {
+            std::fs::write(&file, count).unwrap();
+            service.poll(&crashes).await;
+            assert_eq!(crashes.load(Ordering::SeqCst), total, "after {count:?}");
+        }
     }
 
     #[test]
