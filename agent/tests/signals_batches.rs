@@ -52,6 +52,7 @@ fn batches_count_matching_lines_per_interval_across_rotation() {
             path: log.clone(),
             patterns: vec!["ERROR".into(), "panic".into()],
         }],
+        services: Vec::new(),
     };
     let device = DeviceId::new("sim-0001").unwrap();
     let t0 = Timestamp::from_unix(1_800_000_000);
