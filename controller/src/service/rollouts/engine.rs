@@ -701,12 +701,10 @@ impl Run {
                     failed.join(", ")
                 )
             };
-            let kind = if self.rec.status == Status::RolledBack {
-                "rollout.rolled_back"
-            } else {
-                "rollout.aborted"
-            };
-            self.event(now, kind, reason, fx);
+            // With nothing started, the abort's own event said everything.
+            if self.rec.status == Status::RolledBack {
+                self.event(now, "rollout.rolled_back", reason, fx);
+            }
         }
     }
 
