@@ -30,6 +30,7 @@ use sha2::Sha256;
 use swell_agent::board;
 use swell_controller::client::commands::{self, TokenArgs};
 use swell_controller::client::{Client, Connection};
+use swell_hil::faults::FaultProxy;
 use swell_hil::fleet::{self, ProcessGroup};
 use swell_proto::Timestamp;
 
@@ -626,7 +627,11 @@ pub struct Fleet {
     pub controller: Controller,
     /// How long the boards took from their start to all online.
     pub enrolled_in: Duration,
-    boards: Vec<ProcessGroup>,
+    /// Each device's board, by position in `devices`; `None` while its power is cut.
+    boards: Vec<Option<ProcessGroup>>,
+    /// Each device's MQTT link through a fault proxy, by position in `devices` (empty unless
+    /// started with [`Fleet::start_proxied`]).
+    proxies: Vec<FaultProxy>,
     // Last: the processes above must be gone before their files are.
     dir: tempfile::TempDir,
 }
@@ -645,6 +650,23 @@ impl Fleet {
     pub fn start_with(
         devices: Vec<DeviceSpec>,
         options: FleetOptions,
+        agent_extra: impl Fn(&Path) -> String,
+    ) -> Fleet {
+        Fleet::start_inner(devices, options, false, agent_extra)
+    }
+
+    /// [`Fleet::start`], with each agent's MQTT connection through a [`FaultProxy`] of its
+    /// own ([`Fleet::proxy`]), so a test can partition or slow one device's link. A separate
+    /// constructor rather than a field of [`FleetOptions`], whose struct literals elsewhere
+    /// would otherwise all have to change.
+    pub fn start_proxied(devices: Vec<DeviceSpec>, options: FleetOptions) -> Fleet {
+        Fleet::start_inner(devices, options, true, |_| String::new())
+    }
+
+    fn start_inner(
+        devices: Vec<DeviceSpec>,
+        options: FleetOptions,
+        proxied: bool,
         agent_extra: impl Fn(&Path) -> String,
     ) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
@@ -691,6 +713,7 @@ impl Fleet {
 
         let began = Instant::now();
         let mut boards = Vec::new();
+        let mut proxies = Vec::new();
         for spec in &devices {
             let args = TokenArgs {
                 cohort: spec.cohort.clone(),
@@ -708,7 +731,16 @@ impl Fleet {
                 .unwrap()
                 .to_owned();
             let extra = agent_extra(&board_dir(d, &spec.id));
-            boards.push(start_board(d, spec, &controller, &token, &extra));
+            let mqtt = if proxied {
+                let proxy = FaultProxy::start(controller.mqtt).unwrap();
+                let addr = proxy.addr();
+                proxies.push(proxy);
+                addr
+            } else {
+                controller.mqtt
+            };
+            write_board(d, spec, &controller, mqtt, &token, &extra);
+            boards.push(Some(power_on(d, &spec.id)));
         }
         let fleet = Fleet {
             devices,
@@ -718,6 +750,7 @@ impl Fleet {
             controller,
             enrolled_in: Duration::ZERO,
             boards,
+            proxies,
             dir,
         };
         fleet.wait_online(START_LIMIT);
@@ -746,6 +779,38 @@ impl Fleet {
                 Err(format!("not yet: {missing:?}"))
             }
         });
+    }
+
+    /// Device `id`'s MQTT fault proxy (the fleet must be [`Fleet::start_proxied`]).
+    pub fn proxy(&self, id: &str) -> &FaultProxy {
+        &self.proxies[self.index(id)]
+    }
+
+    fn index(&self, id: &str) -> usize {
+        self.devices.iter().position(|d| d.id == id).unwrap()
+    }
+
+    /// Cuts device `id`'s power: SIGKILL to its board and the agent the board booted, no
+    /// shutdown, no flush. Nothing if it is already off.
+    pub fn power_cut(&mut self, id: &str) {
+        let i = self.index(id);
+        if let Some(mut board) = self.boards[i].take() {
+            board.kill();
+        }
+    }
+
+    /// Powers device `id` on again: its board starts on the same config and directories, so
+    /// the boot ROM and the agent's journal decide what runs. Nothing if it is on.
+    pub fn power_on(&mut self, id: &str) {
+        let i = self.index(id);
+        if self.boards[i].is_none() {
+            self.boards[i] = Some(power_on(self.dir.path(), id));
+        }
+    }
+
+    /// Whether device `id`'s board is powered (started and not cut).
+    pub fn powered(&self, id: &str) -> bool {
+        self.boards[self.index(id)].is_some()
     }
 
     /// The temporary directory.
@@ -855,15 +920,16 @@ fn board_dir(dir: &Path, id: &str) -> PathBuf {
     dir.join("boards").join(id).join("board")
 }
 
-/// Writes board `spec`'s slots and agent config (health check: the image's behaviour and the
-/// `fail-health` switch; then `extra`) and boots it.
-fn start_board(
+/// Writes board `spec`'s slots and agent config (broker at `mqtt`; health check: the image's
+/// behaviour and the `fail-health` switch; then `extra`).
+fn write_board(
     dir: &Path,
     spec: &DeviceSpec,
     controller: &Controller,
+    mqtt: SocketAddr,
     token: &str,
     extra: &str,
-) -> ProcessGroup {
+) {
     let d = dir.join("boards").join(&spec.id);
     std::fs::create_dir_all(&d).unwrap();
     std::fs::write(d.join("slot-a.img"), board::image("healthy", IMAGE_SIZE, 1)).unwrap();
@@ -884,14 +950,23 @@ fn start_board(
         id = spec.id,
         board = board_dir(dir, &spec.id).display(),
         root = dir.join("root.json").display(),
-        mqtt = controller.mqtt,
         http = controller.http,
         zone = spec.zone,
         env = board::BEHAVIOUR_ENV,
     );
+    std::fs::write(d.join("agent.toml"), config).unwrap();
+}
+
+/// Boots the board of device `id` written by [`write_board`], its log appended to
+/// `board.log`.
+fn power_on(dir: &Path, id: &str) -> ProcessGroup {
+    let d = dir.join("boards").join(id);
     let path = d.join("agent.toml");
-    std::fs::write(&path, config).unwrap();
-    let log = std::fs::File::create(d.join("board.log")).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join("board.log"))
+        .unwrap();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_swell-demo"));
     cmd.args(["board", "--config"])
         .arg(&path)
