@@ -2,7 +2,10 @@
 //! boards, each with its MQTT link through a fault proxy of its own, while a seeded RNG cuts
 //! power to random devices at random instants (SIGKILL to the board and its agent, then the
 //! board powers on again on the same directories), partitions random links or slows them
-//! down for a few seconds; then everything is healed.
+//! down for a few seconds; then everything is healed. Two rounds on one fleet (enrolling is
+//! cheap, but two fleets of 50 in parallel would not fit 2 cores): `field`, faults of a few
+//! seconds well within the device timeout, then `harsh`, faults aimed only at updating devices
+//! and partitions longer than the device timeout.
 //!
 //! The plan tolerates 20% failures per stage with action `pause`: the release is healthy, so a
 //! failure here is the field's fault (a device that lost power twice in its trial reverts, as
@@ -13,7 +16,10 @@
 //! Asserted: the rollout ends (completed, or paused with a reason that names failures beyond
 //! the tolerance); its per-device outcomes match each device's own account (journal and boot
 //! environment, read from the board's files as `swell-agent status` does): every device counted
-//! succeeded runs the release, committed, and every device on the release is counted succeeded;
+//! succeeded runs the release, committed, and every device on the release is counted succeeded,
+//! or failed with a reason that says it was not heard from within the device timeout (a link
+//! down for longer than that; counted and printed apart: the rollout's figure is then an
+//! undercount, which it admits);
 //! no device ends on an unverified image or in a trial, and each runs its previous image or
 //! the release. The figures (devices, cuts, partitions, time to end, outcomes) are printed.
 //!
@@ -43,17 +49,62 @@ use swell_proto::messages::Slot;
 const DEVICES: usize = 50;
 /// The seed when `SWELL_CHAOS_SEED` is not set.
 const DEFAULT_SEED: u64 = 0x5eed_0006;
-/// Power cuts injected at most.
-const MAX_CUTS: u32 = 25;
-/// Partitions injected at most.
-const MAX_PARTITIONS: u32 = 20;
-/// Slowed links (50-400 ms per chunk each way for a few seconds) at most.
-const MAX_SLOW: u32 = 10;
+
+/// One round of chaos: how much of what is injected, how hard, and the plan's device timeout.
+struct Profile {
+    name: &'static str,
+    /// The release rolled out (healthy).
+    version: &'static str,
+    /// The plan's device timeout (simulated time, 60 times real time).
+    device_timeout: &'static str,
+    /// Power cuts at most.
+    cuts: u32,
+    /// Partitions at most.
+    partitions: u32,
+    /// Slowed links (50-400 ms per chunk each way) at most.
+    slow: u32,
+    /// Real milliseconds between two faults.
+    every: (u64, u64),
+    /// Real milliseconds a device stays without power.
+    off: (u64, u64),
+    /// Real milliseconds a partition lasts.
+    partition: (u64, u64),
+    /// Out of 10: how often a fault aims at a device in flight or soaking.
+    aim: usize,
+}
+
+/// Faults of a few seconds, well within the device timeout (30 real seconds).
+const FIELD: Profile = Profile {
+    name: "field",
+    version: "1.1.0",
+    device_timeout: "30m",
+    cuts: 25,
+    partitions: 20,
+    slow: 10,
+    every: (150, 700),
+    off: (100, 3000),
+    partition: (1000, 4000),
+    aim: 7,
+};
+
+/// Faults aimed at updating devices only, partitions up to 14 s past a 10 s device timeout:
+/// some devices commit unheard, and the rollout must say so rather than claim otherwise.
+const HARSH: Profile = Profile {
+    name: "harsh",
+    version: "1.2.0",
+    device_timeout: "10m",
+    cuts: 40,
+    partitions: 20,
+    slow: 10,
+    every: (50, 250),
+    off: (100, 800),
+    partition: (3000, 14_000),
+    aim: 10,
+};
 /// How long the rollout may take from its creation to its end (real time).
 const ROLLOUT_LIMIT: Duration = Duration::from_secs(120);
 /// How long the devices get to settle once everything is healed.
 const SETTLE_LIMIT: Duration = Duration::from_secs(90);
-const VERSION: &str = "1.1.0";
 
 const ZONES: [&str; 4] = [
     "Asia/Tokyo",
@@ -63,9 +114,8 @@ const ZONES: [&str; 4] = [
 ];
 
 /// Two stages (a fifth of the fleet, then the rest), open all day; 6 devices in flight (so the
-/// rollout lasts long enough for the faults to land on updating devices); a
-/// device timeout (30 simulated minutes = 30 real seconds) long enough for a device that lost
-/// power or its link for a few seconds to finish.
+/// rollout lasts long enough for the faults to land on updating devices); the device timeout
+/// is the profile's.
 const PLAN: &str = r#"
 name = "chaos"
 
@@ -78,7 +128,7 @@ max_in_flight = 6
 max_starts_per_minute = 30
 
 [defaults]
-device_timeout = "30m"
+device_timeout = "@TIMEOUT@"
 success = { committed = "80%", soak = "3m" }
 failure = { tolerate = "20%", action = "pause" }
 
@@ -222,14 +272,36 @@ fn rollout_chaos() {
         f.devices.len(),
         f.enrolled_in.as_secs_f64()
     );
-    f.release(VERSION, "healthy");
+    for p in [&FIELD, &HARSH] {
+        f.release(p.version, "healthy");
+    }
+    for p in [&FIELD, &HARSH] {
+        chaos_round(&mut f, &mut rng, p);
+    }
+}
+
+/// One rollout of `p.version` under `p`'s faults, and the checks of its end.
+#[allow(clippy::too_many_lines)] // One scenario, read top to bottom.
+fn chaos_round(f: &mut Fleet, rng: &mut Rng, p: &Profile) {
+    let version = p.version;
+    println!(
+        "== round {}: {version}, device timeout {}",
+        p.name, p.device_timeout
+    );
     let ids: Vec<String> = f.devices.iter().map(|d| d.id.clone()).collect();
+    let dir = f.dir().to_owned();
+    let previous: BTreeMap<String, Option<String>> = ids
+        .iter()
+        .map(|id| (id.clone(), own_account(&dir, id).unwrap().running))
+        .collect();
 
     let began = Instant::now();
-    let rollout = f.api.start_rollout(PLAN, VERSION);
+    let rollout = f
+        .api
+        .start_rollout(&PLAN.replace("@TIMEOUT@", p.device_timeout), version);
     let (mut cuts, mut partitions, mut slowed, mut on_updating) = (0u32, 0u32, 0u32, 0u32);
     let mut in_force: Vec<(Instant, Fault)> = Vec::new();
-    let mut next_fault = Instant::now() + rng.millis(150, 700);
+    let mut next_fault = Instant::now() + rng.millis(p.every.0, p.every.1);
     let mut last_poll = Instant::now() - Duration::from_secs(1);
     let mut last = Value::Null;
     let ended = loop {
@@ -244,7 +316,7 @@ fn rollout_chaos() {
         let (due, keep): (Vec<_>, Vec<_>) = in_force.into_iter().partition(|(t, _)| *t <= now);
         in_force = keep;
         for (_, fault) in due {
-            fault.heal(&mut f);
+            fault.heal(f);
         }
         if now - last_poll >= Duration::from_millis(250) {
             last_poll = now;
@@ -256,10 +328,8 @@ fn rollout_chaos() {
                 last = r;
             }
         }
-        if now >= next_fault
-            && (cuts < MAX_CUTS || partitions < MAX_PARTITIONS || slowed < MAX_SLOW)
-        {
-            next_fault = now + rng.millis(150, 700);
+        if now >= next_fault && (cuts < p.cuts || partitions < p.partitions || slowed < p.slow) {
+            next_fault = now + rng.millis(p.every.0, p.every.1);
             // Mostly a device that is updating right now: that is where a fault hurts.
             let busy: Vec<String> = last["devices"]
                 .as_array()
@@ -270,7 +340,7 @@ fn rollout_chaos() {
                         .collect()
                 })
                 .unwrap_or_default();
-            let victim = if !busy.is_empty() && rng.below(10) < 7 {
+            let victim = if !busy.is_empty() && rng.below(10) < p.aim {
                 busy[rng.below(busy.len())].clone()
             } else {
                 ids[rng.below(ids.len())].clone()
@@ -278,9 +348,9 @@ fn rollout_chaos() {
             let faulted = in_force.iter().any(|(_, fault)| fault.device() == victim);
             // A kind with budget left, at random.
             let kinds: Vec<u8> = [
-                (0, cuts < MAX_CUTS),
-                (1, partitions < MAX_PARTITIONS),
-                (2, slowed < MAX_SLOW),
+                (0, cuts < p.cuts),
+                (1, partitions < p.partitions),
+                (2, slowed < p.slow),
             ]
             .into_iter()
             .filter_map(|(k, left)| left.then_some(k))
@@ -293,7 +363,7 @@ fn rollout_chaos() {
                 if kind == 0 {
                     f.power_cut(&victim);
                     cuts += 1;
-                    let off = rng.millis(100, 3000);
+                    let off = rng.millis(p.off.0, p.off.1);
                     println!(
                         "{:6.1} s  power cut {victim} for {:.1} s",
                         began.elapsed().as_secs_f64(),
@@ -315,7 +385,7 @@ fn rollout_chaos() {
                 } else {
                     f.proxy(&victim).partition();
                     partitions += 1;
-                    let off = rng.millis(1000, 4000);
+                    let off = rng.millis(p.partition.0, p.partition.1);
                     println!(
                         "{:6.1} s  partition {victim} for {:.1} s",
                         began.elapsed().as_secs_f64(),
@@ -337,7 +407,7 @@ fn rollout_chaos() {
     let time_to_end = began.elapsed();
     // Heal everything that is still cut.
     for (_, fault) in in_force {
-        fault.heal(&mut f);
+        fault.heal(f);
     }
     println!(
         "{rollout}: {} after {:.1} s ({cuts} power cuts, {partitions} partitions, {slowed} slow \
@@ -378,7 +448,6 @@ fn rollout_chaos() {
     let outcomes = rollout_devices(&r);
 
     // Each device's own account, once it is settled: no trial, nothing in progress.
-    let dir = f.dir().to_owned();
     let own: BTreeMap<String, Own> = eventually("every device settled", SETTLE_LIMIT, || {
         let mut all = BTreeMap::new();
         for id in &ids {
@@ -392,21 +461,23 @@ fn rollout_chaos() {
     });
 
     let mut mismatches = Vec::new();
+    let mut unconfirmed = Vec::new();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for id in &ids {
         let o = &own[id];
         let rd = &outcomes[id];
         let state = rd["state"].as_str().unwrap_or_default();
         *counts.entry(state.to_owned()).or_default() += 1;
-        let on_release = o.running.as_deref() == Some(VERSION);
+        let on_release = o.running.as_deref() == Some(version);
         assert!(
             o.verified,
             "{id} runs an unverified image: {:#}\nrollout: {rd}",
             o.status
         );
         assert!(
-            on_release || o.running.is_none(),
-            "{id} runs neither its previous image nor {VERSION}: {:#}",
+            on_release || o.running == previous[id],
+            "{id} runs neither its previous image ({:?}) nor {version}: {:#}",
+            previous[id],
             o.status
         );
         if state == "succeeded" && !(on_release && o.state == "committed") {
@@ -415,9 +486,17 @@ fn rollout_chaos() {
                 o.running, o.state
             ));
         }
-        if on_release && state != "succeeded" {
+        // Not heard from in time (its link was down past the device timeout): the rollout
+        // counts it failed without claiming it is off the release, and says why. Counted
+        // apart; any other outcome for a device on the release is a disagreement.
+        let reason = rd["reason"].as_str().unwrap_or_default();
+        let unheard = state == "failed"
+            && (reason.starts_with("silent since") || reason.contains("within the device timeout"));
+        if on_release && unheard {
+            unconfirmed.push(format!("{id} ({reason})"));
+        } else if on_release && state != "succeeded" {
             mismatches.push(format!(
-                "{id}: runs {VERSION} ({}), counted {state}: {rd}",
+                "{id}: runs {version} ({}), counted {state}: {rd}",
                 o.state
             ));
         }
@@ -434,13 +513,23 @@ fn rollout_chaos() {
     }
     println!(
         "figures: {DEVICES} devices, {cuts} power cuts, {partitions} partitions, {slowed} slow \
-         links ({on_updating} faults on updating devices), rollout {status} in {:.1} s; outcomes {counts:?}; {} on {VERSION}, {} on the factory image",
+         links ({on_updating} faults on updating devices), rollout {status} in {:.1} s; outcomes {counts:?}; {} on {version}, {} on their previous image",
         time_to_end.as_secs_f64(),
         own.values()
-            .filter(|o| o.running.as_deref() == Some(VERSION))
+            .filter(|o| o.running.as_deref() == Some(version))
             .count(),
-        own.values().filter(|o| o.running.is_none()).count()
+        ids.iter()
+            .filter(|id| own[*id].running == previous[*id])
+            .count()
     );
+    if !unconfirmed.is_empty() {
+        println!(
+            "{} devices run {version}, committed, but the rollout counts them failed, unheard \
+             within the device timeout: {}",
+            unconfirmed.len(),
+            unconfirmed.join("; ")
+        );
+    }
     assert!(
         mismatches.is_empty(),
         "the rollout's outcomes and the devices disagree:\n{}",
