@@ -40,7 +40,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rollout_support::{Fleet, FleetOptions, describe_rollout, eventually, layout};
+use rollout_support::{Fleet, FleetOptions, ZONES, describe_rollout, eventually, layout};
 use serde_json::Value;
 use swell_agent::bootenv::{BootEnvStore as _, BootVars};
 use swell_proto::messages::Slot;
@@ -105,13 +105,6 @@ const HARSH: Profile = Profile {
 const ROLLOUT_LIMIT: Duration = Duration::from_secs(120);
 /// How long the devices get to settle once everything is healed.
 const SETTLE_LIMIT: Duration = Duration::from_secs(90);
-
-const ZONES: [&str; 4] = [
-    "Asia/Tokyo",
-    "Asia/Kathmandu",
-    "Europe/Berlin",
-    "America/New_York",
-];
 
 /// Two stages (a fifth of the fleet, then the rest), open all day; 6 devices in flight (so the
 /// rollout lasts long enough for the faults to land on updating devices); the device timeout

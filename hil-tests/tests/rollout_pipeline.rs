@@ -27,15 +27,10 @@ use std::time::{Duration, Instant};
 
 use jiff::civil;
 use jiff::tz::TimeZone;
-use rollout_support::{DeviceSpec, Fleet, FleetOptions, WEBHOOK_SECRET, layout, ts};
+use rollout_support::{
+    DeviceSpec, Fleet, FleetOptions, WEBHOOK_SECRET, ZONES, commands_of, layout, ts,
+};
 use serde_json::Value;
-
-const ZONES: [&str; 4] = [
-    "Asia/Tokyo",
-    "Asia/Kathmandu",
-    "Europe/Berlin",
-    "America/New_York",
-];
 
 /// How long one rollout may take before the test gives up (real time).
 const ROLLOUT_LIMIT: Duration = Duration::from_secs(150);
@@ -206,20 +201,6 @@ fn assert_signatures(f: &Fleet) {
         );
         assert_eq!(d.json()["event"], d.event.as_str());
     }
-}
-
-/// The audit entries of commands sent for rollout `id` of `kind` (`install`, `revert`, ...).
-fn commands_of(audit: &[Value], id: &str, kind: &str) -> BTreeMap<String, usize> {
-    let mut per_device = BTreeMap::new();
-    for e in audit {
-        let d = &e["details"];
-        if e["action"] == "command.send" && d["detail"]["rollout"] == id && d["kind"] == kind {
-            *per_device
-                .entry(d["device"].as_str().unwrap().to_owned())
-                .or_default() += 1;
-        }
-    }
-    per_device
 }
 
 #[test]

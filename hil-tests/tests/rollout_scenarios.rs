@@ -24,15 +24,8 @@ use std::time::{Duration, Instant};
 
 use jiff::civil;
 use jiff::tz::TimeZone;
-use rollout_support::{Api, DeviceSpec, Fleet, FleetOptions, describe_rollout, layout, ts};
+use rollout_support::{Api, DeviceSpec, Fleet, FleetOptions, ZONES, describe_rollout, layout, ts};
 use serde_json::Value;
-
-const ZONES: [&str; 4] = [
-    "Asia/Tokyo",
-    "Asia/Kathmandu",
-    "Europe/Berlin",
-    "America/New_York",
-];
 
 /// How long one rollout (or one step of it) may take before the test gives up (real time).
 const LIMIT: Duration = Duration::from_secs(60);

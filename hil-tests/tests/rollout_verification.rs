@@ -20,13 +20,14 @@
 
 mod rollout_support;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use jiff::civil;
 use jiff::tz::TimeZone;
-use rollout_support::{DeviceSpec, Fleet, FleetOptions, describe_rollout, eventually, layout, ts};
+use rollout_support::{
+    DeviceSpec, Fleet, FleetOptions, commands_of, describe_rollout, eventually, layout, ts,
+};
 use serde_json::Value;
 use swell_agent::board::{APP_LOG, NOISY_LINE};
 use swell_proto::Timestamp;
@@ -219,20 +220,6 @@ fn watch_verdict(f: &Fleet, id: &str) -> Verdict {
 /// Whether board `id`'s application log holds the `noisy` image's line.
 fn logged_noise(f: &Fleet, id: &str) -> bool {
     std::fs::read_to_string(f.board_dir(id).join(APP_LOG)).is_ok_and(|log| log.contains(NOISY_LINE))
-}
-
-/// The audit entries of commands sent for rollout `id` of `kind` (`install`, `revert`, ...).
-fn commands_of(audit: &[Value], id: &str, kind: &str) -> BTreeMap<String, usize> {
-    let mut per_device = BTreeMap::new();
-    for e in audit {
-        let d = &e["details"];
-        if e["action"] == "command.send" && d["detail"]["rollout"] == id && d["kind"] == kind {
-            *per_device
-                .entry(d["device"].as_str().unwrap().to_owned())
-                .or_default() += 1;
-        }
-    }
-    per_device
 }
 
 fn seconds(d: Option<Duration>) -> String {

@@ -974,3 +974,26 @@ fn power_on(dir: &Path, id: &str) -> ProcessGroup {
         .stderr(log);
     ProcessGroup::spawn(cmd).unwrap_or_else(|e| panic!("starting a process: {e}"))
 }
+
+/// Four zones from east to west, one with a 45-minute offset.
+pub const ZONES: [&str; 4] = [
+    "Asia/Tokyo",
+    "Asia/Kathmandu",
+    "Europe/Berlin",
+    "America/New_York",
+];
+
+/// Per device, how many commands of `kind` (`install`, `revert`, ...) rollout `id` sent,
+/// from the audit log.
+pub fn commands_of(audit: &[Value], id: &str, kind: &str) -> BTreeMap<String, usize> {
+    let mut per_device = BTreeMap::new();
+    for e in audit {
+        let d = &e["details"];
+        if e["action"] == "command.send" && d["detail"]["rollout"] == id && d["kind"] == kind {
+            *per_device
+                .entry(d["device"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    per_device
+}
