@@ -19,6 +19,7 @@ use swell_controller::client::commands::{self, TokenArgs};
 use swell_controller::client::{Client, Connection};
 use swell_controller::service::config::Config;
 use swell_controller::service::{Service, SystemClock};
+use swell_hil::fleet::ProcessGroup;
 use swell_proto::Timestamp;
 
 const ADMIN: &str = "swell_e2e_admin_token";
@@ -55,14 +56,8 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-struct Board(Child);
-
-impl Drop for Board {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+/// A board and the agent it booted, killed together when dropped.
+type Board = ProcessGroup;
 
 fn start_board(dir: &Path, id: &str, mqtt: &str, http: &str, token: &str) -> Board {
     let d = dir.join(id);
@@ -83,15 +78,12 @@ fn start_board(dir: &Path, id: &str, mqtt: &str, http: &str, token: &str) -> Boa
     );
     let path = d.join("agent.toml");
     std::fs::write(&path, config).unwrap();
-    Board(
-        Command::new(env!("CARGO_BIN_EXE_swell-demo"))
-            .args(["board", "--config"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("board.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    )
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_swell-demo"));
+    cmd.args(["board", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("board.log")).unwrap());
+    ProcessGroup::spawn(cmd).unwrap()
 }
 
 fn device(client: &Client, id: &str) -> Option<Value> {
