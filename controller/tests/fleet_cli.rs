@@ -6,54 +6,16 @@
 
 mod service_support;
 
-use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use service_support::{
-    ADMIN_TOKEN, Fixture, Keys, VIEWER_TOKEN, image, manifest, now, release_doc,
+    ADMIN_TOKEN, Fixture, Keys, VIEWER_TOKEN, failed, image, json, manifest, now, ok, release_doc,
+    swellctl,
 };
 use swell_proto::keys::pem;
 
 /// Runs swellctl with `args`, the controller's URL and `token` in the environment, and a home
 /// directory without a config file.
-fn swellctl(home: &Path, url: &str, token: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_swellctl"))
-        .args(args)
-        .env("HOME", home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env("SWELL_CONTROLLER", url)
-        .env("SWELL_TOKEN", token)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "swellctl failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_str(&ok(o)).unwrap()
-}
-
-/// The one-line error of a failed run.
-fn failed(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "stdout: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    let err = String::from_utf8(o.stderr.clone()).unwrap();
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    assert!(err.starts_with("error: "), "{err}");
-    err
-}
-
 /// Provision two devices, filter them, show one, revoke it; the table and JSON forms agree.
 #[test]
 fn devices_provision_list_show_revoke() {

@@ -7,49 +7,9 @@
 
 mod service_support;
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use serde_json::json;
-use service_support::{Fixture, OPERATOR_TOKEN, VIEWER_TOKEN, now};
+use service_support::{Fixture, OPERATOR_TOKEN, VIEWER_TOKEN, failed, json, now, ok, swellctl};
 use swell_proto::Timestamp;
-
-fn swellctl(home: &Path, url: &str, token: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_swellctl"))
-        .args(args)
-        .env("HOME", home)
-        .env_remove("XDG_CONFIG_HOME")
-        .env("SWELL_CONTROLLER", url)
-        .env("SWELL_TOKEN", token)
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "swellctl failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout.clone()).unwrap()
-}
-
-fn json(o: &Output) -> serde_json::Value {
-    serde_json::from_str(&ok(o)).unwrap()
-}
-
-/// The one-line error of a failed run.
-fn failed(o: &Output) -> String {
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "stdout: {}",
-        String::from_utf8_lossy(&o.stdout)
-    );
-    let err = String::from_utf8(o.stderr.clone()).unwrap();
-    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
-    err
-}
 
 /// The three-letter name of the UTC weekday `days_ahead` days from now.
 fn utc_weekday(days_ahead: i64) -> &'static str {

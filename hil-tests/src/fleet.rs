@@ -210,11 +210,72 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// The controller in this process.
-struct Controller {
+/// The controller in this process: the same `Service` that `swell-controller serve` runs, on
+/// a runtime of its own. Dropping it shuts it down.
+pub struct Controller {
     runtime: tokio::runtime::Runtime,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<Result<(), swell_controller::service::ServiceError>>>,
+    addresses: Addresses,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("addresses", &self.addresses)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Controller {
+    /// Starts the controller the config file at `path` describes (with its `[clock]`) and
+    /// waits until it serves.
+    pub fn start(path: &Path) -> Result<Controller> {
+        let config = Config::load(path)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let clock = swell_controller::service::clock_for(config.clock);
+        let service = runtime.block_on(Service::start(config, clock))?;
+        let addresses = service.addresses();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let server = runtime.spawn(service.serve(
+            move |_| {
+                let _ = ready_tx.send(());
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let controller = Controller {
+            runtime,
+            stop: Some(stop),
+            server: Some(server),
+            addresses,
+        };
+        ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .context("the controller did not become ready")?;
+        Ok(controller)
+    }
+
+    /// Where it listens.
+    pub fn addresses(&self) -> Addresses {
+        self.addresses
+    }
+
+    /// Shuts it down and says how its service ended.
+    pub fn stop(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match self.server.take() {
+            Some(server) => Ok(self.runtime.block_on(server)??),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Drop for Controller {
@@ -277,32 +338,8 @@ impl Fleet {
         );
         let config_path = dir.join("controller.toml");
         std::fs::write(&config_path, config)?;
-        let config = Config::load(&config_path)?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
-        let clock = swell_controller::service::clock_for(config.clock);
-        let service = runtime.block_on(Service::start(config, clock))?;
-        let addresses = service.addresses();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let server = runtime.spawn(service.serve(
-            move |_| {
-                let _ = ready_tx.send(());
-            },
-            async {
-                let _ = stopped.await;
-            },
-        ));
-        let controller = Controller {
-            runtime,
-            stop: Some(stop),
-            server: Some(server),
-        };
-        ready_rx
-            .recv_timeout(Duration::from_secs(30))
-            .context("the controller did not become ready")?;
+        let controller = Controller::start(&config_path)?;
+        let addresses = controller.addresses();
         let http = format!("http://{}", addresses.http);
         let mqtt = format!(
             "mqtt://{}",

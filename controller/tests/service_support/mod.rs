@@ -12,7 +12,7 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -538,4 +538,46 @@ pub fn upload(c: &Controller, name: &str, version: &str, manifest: &[u8], image:
         )
         .send(image);
     assert_eq!(i.status, 201, "image: {}", i.text());
+}
+
+/// The real `swellctl` binary against the controller at `url` with `token`, with `home` as
+/// its home (no config file of the user's).
+pub fn swellctl(home: &Path, url: &str, token: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_swellctl"))
+        .args(args)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env("SWELL_CONTROLLER", url)
+        .env("SWELL_TOKEN", token)
+        .output()
+        .unwrap()
+}
+
+/// Standard output of a successful run.
+pub fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "swellctl failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+/// Standard output of a successful run, as JSON.
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_str(&ok(o)).unwrap()
+}
+
+/// The one-line error of a failed run.
+pub fn failed(o: &Output) -> String {
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "stdout: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let err = String::from_utf8(o.stderr.clone()).unwrap();
+    assert_eq!(err.lines().count(), 1, "not one line: {err:?}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
 }

@@ -9,7 +9,6 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
@@ -17,9 +16,7 @@ use serde_json::Value;
 use swell_agent::board;
 use swell_controller::client::commands::{self, TokenArgs};
 use swell_controller::client::{Client, Connection};
-use swell_controller::service::config::Config;
-use swell_controller::service::{Service, SystemClock};
-use swell_hil::fleet::ProcessGroup;
+use swell_hil::fleet::{Controller, ProcessGroup};
 use swell_proto::Timestamp;
 
 const ADMIN: &str = "swell_e2e_admin_token";
@@ -197,26 +194,8 @@ pub fn scenario(broker: Broker) {
     .unwrap();
 
     // The controller, in-process: the same `Service` that `swell-controller serve` runs.
-    let config = Config::load(&dir.join("controller.toml")).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let service = rt
-        .block_on(Service::start(config, Arc::new(SystemClock)))
-        .unwrap();
-    let addrs = service.addresses();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let server = rt.spawn(service.serve(
-        move |_| {
-            let _ = ready_tx.send(());
-        },
-        async {
-            let _ = stopped.await;
-        },
-    ));
-    ready_rx.recv_timeout(DEADLINE).unwrap();
+    let controller = Controller::start(&dir.join("controller.toml")).unwrap();
+    let addrs = controller.addresses();
     let http = format!("http://{}", addrs.http);
     let mqtt = match &_mosquitto {
         None => format!("mqtt://{}", addrs.mqtt.unwrap()),
@@ -320,6 +299,5 @@ pub fn scenario(broker: Broker) {
             .then_some(())
     });
 
-    let _ = stop.send(());
-    rt.block_on(server).unwrap().unwrap();
+    controller.stop().unwrap();
 }

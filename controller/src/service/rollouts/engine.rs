@@ -821,13 +821,9 @@ impl Run {
         }
     }
 
-    /// Marks the pending devices of `stage` for re-planning (an approval came).
-    pub fn approved(&mut self) {
-        self.replan = true;
-    }
-
-    /// Re-plans after a resume or a lock's release.
-    pub fn resumed(&mut self) {
+    /// Has the current step's pending devices planned again from now at the next tick (an
+    /// approval came, or an operator resumed).
+    pub fn replan(&mut self) {
         self.replan = true;
     }
 
@@ -1277,7 +1273,7 @@ approval = true
         assert_eq!(super::super::view::status(&w.run), "awaiting_approval");
 
         w.run.rec.stages[1].status = StageStatus::Running;
-        w.run.approved();
+        w.run.replan();
         let fx = w.tick();
         let started = installs(&fx);
         // max_in_flight = 2, and d1/d2 share site s1: never both at once.

@@ -838,7 +838,7 @@ impl Rollouts {
             run.rec.status = Status::Running;
             run.rec.status_reason = None;
             run.changed = true;
-            run.resumed();
+            run.replan();
             let mut why = format!("resumed by {actor}: {reason}");
             if !waived.is_empty() {
                 why.push_str(&format!(" ({})", waived.join("; ")));
@@ -908,7 +908,7 @@ impl Rollouts {
                 run.event(ctx.now, "rollout.approved", why, fx);
             }
             run.changed = true;
-            run.approved();
+            run.replan();
             Ok(())
         })
         .await
