@@ -14,6 +14,10 @@
 //!    A power-cut plan (`SWELL_FAULT_KILL_AT`) is passed to the agent of one boot only,
 //!    `SWELL_FAULT_BOOT` (default 1), counting the boots that reach the agent.
 //!
+//! Every step goes to the board's serial console, [`CONSOLE_LOG`] in the board directory, one
+//! line each with the wall-clock time in milliseconds ([`read_console`], [`reboots`]): tests
+//! measure the simulated reboots from it.
+//!
 //! Image behaviours: `healthy`, `unhealthy` (boots, but its health check fails), `crash`
 //! (never reaches the agent), `slow-<ms>` (boots after a delay), `noisy` (healthy, but while
 //! it runs the board appends [`NOISY_LINE`] to the simulated system's application log,
@@ -45,6 +49,12 @@ pub const APP_LOG: &str = "app.log";
 
 /// The error a `noisy` image logs every second (after a timestamp).
 pub const NOISY_LINE: &str = "ERROR db: connection 10.0.0.7 refused after 3 retries";
+
+/// The board's serial console log, in the board directory: `<unix ms> <event> [key=value ...]`
+/// per line. Events: `power-on`; `rom slot=a|b trial=yes|no bootcount=N [fallback=yes]` (a
+/// pass of the boot ROM); `no-boot slot=a|b` (the image did not start); `agent-start boot=ID
+/// slot=a|b behaviour=B`; `agent-exit boot=ID reason=reboot|stopped|crashed|killed`.
+pub const CONSOLE_LOG: &str = "console.log";
 
 /// Failed boots in a row after which the board gives up: a real device would sit in a reset
 /// loop; the simulation reports it as bricked.
@@ -78,6 +88,130 @@ pub enum BoardError {
     /// The first boot's command failed (for example an install that was refused).
     #[error("the agent's first boot failed with {0}")]
     FirstBoot(String),
+}
+
+/// One line of a board's [`CONSOLE_LOG`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleLine {
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What happened: `power-on`, `rom`, `no-boot`, `agent-start`, `agent-exit`.
+    pub event: String,
+    /// The line's `key=value` fields.
+    pub fields: std::collections::BTreeMap<String, String>,
+}
+
+/// Reads the console log of the board in `board` (its directory).
+pub fn read_console(board: &Path) -> std::io::Result<Vec<ConsoleLine>> {
+    let text = std::fs::read_to_string(board.join(CONSOLE_LOG))?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split(' ');
+            let at_ms = words.next()?.parse().ok()?;
+            let event = words.next()?.to_owned();
+            let fields = words
+                .filter_map(|w| w.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            Some(ConsoleLine {
+                at_ms,
+                event,
+                fields,
+            })
+        })
+        .collect())
+}
+
+/// A reboot the agent asked for, as the console saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reboot {
+    /// When the agent exited to reboot (Unix milliseconds).
+    pub at_ms: u64,
+    /// From that exit to the next agent's start: the boot ROM, any failed boots in between,
+    /// and the image's own start-up delay (the simulated bootloader and kernel).
+    pub down_ms: u64,
+    /// The slot the agent ran from.
+    pub from: String,
+    /// The slot the next agent runs from.
+    pub to: String,
+    /// Whether the new slot boots on trial (an install's reboot) rather than for good (a
+    /// revert's, or a fallback's).
+    pub trial: bool,
+}
+
+/// The reboots in console `lines`: each `agent-exit reason=reboot` with the `agent-start`
+/// after it (a reboot cut short by a power cut has none and is left out).
+pub fn reboots(lines: &[ConsoleLine]) -> Vec<Reboot> {
+    let field = |l: &ConsoleLine, k: &str| l.fields.get(k).cloned().unwrap_or_default();
+    let mut out = Vec::new();
+    let mut slot = String::new();
+    let mut exit: Option<(u64, String)> = None;
+    let mut trial = false;
+    for l in lines {
+        match l.event.as_str() {
+            "power-on" => exit = None,
+            "rom" => trial = field(l, "trial") == "yes",
+            "agent-start" => {
+                let to = field(l, "slot");
+                if let Some((at_ms, from)) = exit.take() {
+                    out.push(Reboot {
+                        at_ms,
+                        down_ms: l.at_ms.saturating_sub(at_ms),
+                        from,
+                        to: to.clone(),
+                        trial,
+                    });
+                }
+                slot = to;
+            }
+            "agent-exit" if field(l, "reason") == "reboot" => exit = Some((l.at_ms, slot.clone())),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Appends events to the board's [`CONSOLE_LOG`].
+struct Console(PathBuf);
+
+impl Console {
+    fn log(&self, event: std::fmt::Arguments<'_>) -> Result<(), BoardError> {
+        use std::io::Write as _;
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.0)
+            .and_then(|mut f| f.write_all(format!("{at_ms} {event}\n").as_bytes()))
+            .map_err(|source| BoardError::Io {
+                op: "writing the console log",
+                path: self.0.clone(),
+                source,
+            })
+    }
+}
+
+/// What one pass of the boot ROM decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RomPass {
+    /// The slot it boots.
+    slot: Slot,
+    /// Whether that boot is a trial (`upgrade_available` set).
+    trial: bool,
+    /// The boot count after this pass.
+    bootcount: u32,
+    /// Whether the bootcount limit switched slots (altbootcmd).
+    fell_back: bool,
+}
+
+fn slot_name(slot: Slot) -> &'static str {
+    match slot {
+        Slot::A => "a",
+        Slot::B => "b",
+    }
 }
 
 /// Builds a simulated image of `size` bytes (at least the header) with `behaviour`; the rest
@@ -137,6 +271,8 @@ pub async fn run(
             },
         )?;
     }
+    let console = Console(board.join(CONSOLE_LOG));
+    console.log(format_args!("power-on"))?;
     let mut store = sim_env_store(board)?;
     let vars = BootVars::default();
     provision(&mut store, &vars, *bootlimit)?;
@@ -154,13 +290,22 @@ pub async fn run(
         .unwrap_or(1);
     let mut agent_starts = 0u32;
     loop {
-        let slot = boot_rom(&mut store, &vars)?;
+        let pass = boot_rom(&mut store, &vars)?;
+        let slot = pass.slot;
+        console.log(format_args!(
+            "rom slot={} trial={} bootcount={}{}",
+            slot_name(slot),
+            if pass.trial { "yes" } else { "no" },
+            pass.bootcount,
+            if pass.fell_back { " fallback=yes" } else { "" },
+        ))?;
         let slot_path = match slot {
             Slot::A => &config.slots.a,
             Slot::B => &config.slots.b,
         };
         let behaviour = behaviour(slot_path).filter(|b| b != "crash");
         let Some(behaviour) = behaviour else {
+            console.log(format_args!("no-boot slot={}", slot_name(slot)))?;
             failed_boots += 1;
             if failed_boots >= MAX_FAILED_BOOTS {
                 return Err(BoardError::Bricked(format!(
@@ -191,7 +336,7 @@ pub async fn run(
         command
             .args(&args)
             .env(BOARD_BOOT_ID_ENV, &boot_id)
-            .env(BOARD_SLOT_ENV, if slot == Slot::A { "a" } else { "b" })
+            .env(BOARD_SLOT_ENV, slot_name(slot))
             .env(BEHAVIOUR_ENV, &behaviour)
             .kill_on_drop(true);
         agent_starts += 1;
@@ -204,6 +349,10 @@ pub async fn run(
             path: exe.clone(),
             source,
         })?;
+        console.log(format_args!(
+            "agent-start boot={boot_id} slot={} behaviour={behaviour}",
+            slot_name(slot)
+        ))?;
         let noise = (behaviour == "noisy").then(|| tokio::spawn(log_noise(board.join(APP_LOG))));
         let status = child.wait().await.map_err(|source| BoardError::Io {
             op: "waiting for",
@@ -214,6 +363,13 @@ pub async fn run(
             noise.abort();
         }
         let status = status?;
+        let reason = match (status.code(), status.signal()) {
+            (Some(0), _) => "stopped",
+            (Some(code), _) if code == i32::from(REBOOT_EXIT_CODE) => "reboot",
+            (None, Some(_)) => "killed",
+            _ => "crashed",
+        };
+        console.log(format_args!("agent-exit boot={boot_id} reason={reason}"))?;
         match (status.code(), status.signal()) {
             (Some(0), _) => return Ok(()),
             (Some(code), _) if code == i32::from(REBOOT_EXIT_CODE) => {}
@@ -265,8 +421,9 @@ fn provision(
     Ok(())
 }
 
-/// One pass of the boot ROM's bootcount logic; returns the slot to boot.
-fn boot_rom(store: &mut dyn BootEnvStore, vars: &BootVars) -> Result<Slot, BoardError> {
+/// One pass of the boot ROM's bootcount logic: the slot to boot, and why.
+fn boot_rom(store: &mut dyn BootEnvStore, vars: &BootVars) -> Result<RomPass, BoardError> {
+    let mut fell_back = false;
     let env = store.update(&mut |env| {
         if vars.upgrade_available(env)? {
             let count = vars.bootcount(env)? + 1;
@@ -275,11 +432,17 @@ fn boot_rom(store: &mut dyn BootEnvStore, vars: &BootVars) -> Result<Slot, Board
                 // altbootcmd: boot the other slot and end the trial.
                 let current = vars.slot(env)?.unwrap_or(Slot::A);
                 vars.boot_normally(env, current.other())?;
+                fell_back = true;
             }
         }
         Ok(())
     })?;
-    Ok(vars.slot(&env)?.unwrap_or(Slot::A))
+    Ok(RomPass {
+        slot: vars.slot(&env)?.unwrap_or(Slot::A),
+        trial: vars.upgrade_available(&env)?,
+        bootcount: vars.bootcount(&env)?,
+        fell_back,
+    })
 }
 
 /// A boot id unique across the board's life: a counter in the board directory.
@@ -331,15 +494,67 @@ mod tests {
         let mut s = store();
         let vars = BootVars::default();
         provision(&mut s, &vars, 2).unwrap();
-        assert_eq!(boot_rom(&mut s, &vars).unwrap(), Slot::A);
+        let pass = |slot, trial, bootcount, fell_back| RomPass {
+            slot,
+            trial,
+            bootcount,
+            fell_back,
+        };
+        assert_eq!(
+            boot_rom(&mut s, &vars).unwrap(),
+            pass(Slot::A, false, 0, false)
+        );
         s.update(&mut |env: &mut Env| vars.arm_trial(env, Slot::B))
             .unwrap();
-        assert_eq!(boot_rom(&mut s, &vars).unwrap(), Slot::B);
-        assert_eq!(boot_rom(&mut s, &vars).unwrap(), Slot::B);
-        assert_eq!(boot_rom(&mut s, &vars).unwrap(), Slot::A);
+        assert_eq!(
+            boot_rom(&mut s, &vars).unwrap(),
+            pass(Slot::B, true, 1, false)
+        );
+        assert_eq!(
+            boot_rom(&mut s, &vars).unwrap(),
+            pass(Slot::B, true, 2, false)
+        );
+        assert_eq!(
+            boot_rom(&mut s, &vars).unwrap(),
+            pass(Slot::A, false, 0, true)
+        );
         let env = s.load().unwrap();
         assert!(!vars.upgrade_available(&env).unwrap());
-        assert_eq!(boot_rom(&mut s, &vars).unwrap(), Slot::A);
+        assert_eq!(
+            boot_rom(&mut s, &vars).unwrap(),
+            pass(Slot::A, false, 0, false)
+        );
+    }
+
+    /// The console's reboots: an exit to reboot and the next start, with the slots and
+    /// whether the new one is on trial; a power cut in between is not a reboot.
+    #[test]
+    fn console_reboots() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "100 power-on\n\
+                    101 rom slot=a trial=no bootcount=0\n\
+                    102 agent-start boot=boot-1 slot=a behaviour=healthy\n\
+                    500 agent-exit boot=boot-1 reason=reboot\n\
+                    503 rom slot=b trial=yes bootcount=1\n\
+                    540 agent-start boot=boot-2 slot=b behaviour=slow-30\n\
+                    900 agent-exit boot=boot-2 reason=reboot\n\
+                    901 rom slot=a trial=no bootcount=0\n\
+                    905 agent-start boot=boot-3 slot=a behaviour=healthy\n\
+                    950 agent-exit boot=boot-3 reason=reboot\n\
+                    2000 power-on\n\
+                    2001 rom slot=a trial=no bootcount=0\n\
+                    2002 agent-start boot=boot-4 slot=a behaviour=healthy\n";
+        std::fs::write(dir.path().join(CONSOLE_LOG), text).unwrap();
+        let lines = read_console(dir.path()).unwrap();
+        assert_eq!(lines.len(), 13);
+        assert_eq!(lines[1].fields["trial"], "no");
+        let r = reboots(&lines);
+        let slots: Vec<(&str, &str, bool, u64)> = r
+            .iter()
+            .map(|r| (r.from.as_str(), r.to.as_str(), r.trial, r.down_ms))
+            .collect();
+        assert_eq!(slots, [("a", "b", true, 40), ("b", "a", false, 5)]);
+        assert_eq!(r[1].at_ms, 900);
     }
 
     /// Images carry their behaviour in the header; other bytes are not bootable.
