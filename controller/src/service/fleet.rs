@@ -150,6 +150,11 @@ pub struct Inventory {
     /// all its messages from one counter, so a heartbeat built before a report but delivered
     /// after it (another topic, QoS 0) carries a lower number and does not turn the state back.
     pub state_seq: u64,
+    /// The sequence number of the newest presence that said online. The agent numbers each
+    /// connection's presence anew, so this changes every time it connects: a command
+    /// published before then may have been lost with the broker's session for the device
+    /// (a broker restarted without persistence keeps none).
+    pub online_seq: u64,
 }
 
 /// A verified message from a device.
@@ -202,6 +207,9 @@ impl Inventory {
             }
             DeviceMessage::Presence(p) => {
                 self.online = p.online;
+                if p.online {
+                    self.online_seq = self.online_seq.max(seq);
+                }
                 self.agent_version = Some(p.agent_version.clone());
             }
             // A batch may have waited in the device's queue; it says nothing about now
@@ -445,16 +453,20 @@ mod tests {
     fn presence_sets_online_and_reports_keep_the_last_error() {
         let mut inv = Inventory::default();
         let id = DeviceId::new("gw-1").unwrap();
-        inv.apply(
-            &DeviceMessage::Presence(Presence {
+        let presence = |online| {
+            DeviceMessage::Presence(Presence {
                 device: id.clone(),
                 issued: Timestamp::from_unix(1),
-                online: false,
+                online,
                 agent_version: "0.1.0".into(),
-            }),
-            1,
-            Timestamp::from_unix(2),
-        );
+            })
+        };
+        inv.apply(&presence(true), 4, Timestamp::from_unix(2));
+        assert!(inv.online);
+        assert_eq!(inv.online_seq, 4, "a connection's presence numbers it");
+        inv.apply(&presence(false), 5, Timestamp::from_unix(2));
+        assert_eq!(inv.online_seq, 4, "going offline is not a new connection");
+        inv.apply(&presence(false), 1, Timestamp::from_unix(2));
         assert!(!inv.online);
         assert_eq!(inv.last_seen, Some(Timestamp::from_unix(2)));
         let running = Running {

@@ -69,6 +69,8 @@ pub struct InventoryRecord {
     metrics: BTreeMap<String, i64>,
     #[serde(default)]
     state_seq: u64,
+    #[serde(default)]
+    online_seq: u64,
 }
 
 /// A stored release or staged manifest: the signed manifest exactly as uploaded, and who
@@ -177,6 +179,7 @@ impl InventoryRecord {
             uptime_s: inv.uptime_s,
             metrics: inv.metrics.clone(),
             state_seq: inv.state_seq,
+            online_seq: inv.online_seq,
         }
     }
 
@@ -197,6 +200,7 @@ impl InventoryRecord {
             uptime_s: r.uptime_s,
             metrics: r.metrics,
             state_seq: r.state_seq,
+            online_seq: r.online_seq,
         })
     }
 }

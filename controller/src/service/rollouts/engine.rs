@@ -138,7 +138,8 @@ pub struct Run {
     pub verification: BTreeMap<usize, serde_json::Value>,
     replan: bool,
     tripped: Option<Instant>,
-    published: BTreeSet<String>,
+    /// Commands this process published, each with the device's `online_seq` at the time.
+    published: BTreeMap<String, u64>,
     last_failure: Option<(DeviceId, Timestamp)>,
 }
 
@@ -271,7 +272,7 @@ impl Run {
             // while the controller was down.
             replan: true,
             tripped: None,
-            published: BTreeSet::new(),
+            published: BTreeMap::new(),
             last_failure: None,
         }
     }
@@ -309,9 +310,11 @@ impl Run {
         }
     }
 
-    /// Marks a command as published by this process (so it is not published again).
-    pub fn published(&mut self, command: &str) {
-        self.published.insert(command.to_owned());
+    /// Marks a command as published by this process while the device's connection was the
+    /// one whose presence has sequence number `online_seq` (so it is published again only if
+    /// the device connects anew before acknowledging it).
+    pub fn published(&mut self, command: &str, online_seq: u64) {
+        self.published.insert(command.to_owned(), online_seq);
     }
 
     /// One evaluation: observe the devices, apply the gates, take back or advance and start.
@@ -352,13 +355,18 @@ impl Run {
                 continue;
             };
             let inv = &dev.inventory;
-            // Acknowledged: a report echoed the command; publish again what was not.
+            // Acknowledged: a report echoed the command. One not acknowledged is published
+            // again when this process never published it (a restart) or the device has
+            // connected anew since (the broker may have lost it with the device's session).
             if let Some((cmd, _)) = &rec.unacked {
                 if inv.command.as_deref() == Some(cmd) {
                     self.set(&id, |d| d.unacked = None);
-                } else if !self.published.contains(cmd) {
-                    let cmd = cmd.clone();
-                    self.published.insert(cmd);
+                } else if self
+                    .published
+                    .get(cmd)
+                    .is_none_or(|&at| inv.online_seq > at)
+                {
+                    self.published.insert(cmd.clone(), inv.online_seq);
                     fx.push(Effect::Republish(id.clone()));
                 }
             }
@@ -1404,5 +1412,37 @@ approval = true
         );
         w.tick();
         assert!(w.run.devices[&id].unacked.is_none());
+    }
+
+    /// A command published to a device that then connects anew before acknowledging it (a
+    /// broker restarted without persistence lost its session) is published again, once per
+    /// new connection; a device that stays connected is not sent it twice.
+    #[test]
+    fn reconnect_before_acknowledging_resends() {
+        let mut w = World::new(&[("d1", "s1")]);
+        let c = installs(&w.tick())[0].clone();
+        let id = DeviceId::new(&c).unwrap();
+        let cmd = w.command(&c);
+        w.dev(&c).inventory.online_seq = 7;
+        w.run
+            .set(&id, |d| d.unacked = Some((cmd.clone(), "{}".into())));
+        w.run.published(&cmd, 7);
+        assert!(w.tick().is_empty(), "the same connection: not again");
+        w.dev(&c).inventory.online_seq = 9;
+        assert_eq!(w.tick(), [Effect::Republish(id.clone())]);
+        assert!(w.tick().is_empty(), "once per connection");
+        w.dev(&c).inventory.online_seq = 12;
+        assert_eq!(w.tick(), [Effect::Republish(id.clone())]);
+        let now = w.now;
+        report(
+            w.dev(&c),
+            UpdateState::Downloading,
+            "1.0.0",
+            Some(&cmd),
+            now,
+        );
+        w.tick();
+        w.dev(&c).inventory.online_seq = 15;
+        assert!(w.tick().is_empty(), "acknowledged: never again");
     }
 }

@@ -572,7 +572,12 @@ impl Rollouts {
                 if let Some(d) = run.devices.get_mut(id) {
                     fill(d, &sent);
                 }
-                run.published(&sent.id);
+                let online_seq = self
+                    .deps
+                    .registry
+                    .get(id)
+                    .map_or(0, |d| d.inventory.online_seq);
+                run.published(&sent.id, online_seq);
                 Ok(())
             }
             Err(e) => Err(format!("command not sent: {e}")),
