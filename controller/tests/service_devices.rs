@@ -415,4 +415,7 @@ fn mqtt_reports_update_the_inventory_and_bad_ones_are_dropped() {
     });
     // gw-2 reported and sent a heartbeat, so it counts as online; gw-1 no longer does.
     assert_eq!(c.metric("swell_devices_online"), 1);
+    // The controller's own link: connected once, subscribed.
+    assert_eq!(c.metric("swell_broker_connected"), 1);
+    assert_eq!(c.metric("swell_broker_connections_total"), 1);
 }

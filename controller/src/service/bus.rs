@@ -370,6 +370,7 @@ impl BusDriver {
                 }
                 Event::Mqtt(Ok(MqttEvent::Incoming(Incoming::ConnAck(ack)))) => {
                     backoff = BACKOFF_MIN;
+                    metrics.broker_connection();
                     info!(
                         session_present = ack.session_present,
                         "connected to the broker"
@@ -379,6 +380,7 @@ impl BusDriver {
                     }
                 }
                 Event::Mqtt(Ok(MqttEvent::Incoming(Incoming::SubAck(_)))) => {
+                    metrics.broker_connected(true);
                     let _ = self.subscribed.send(true);
                 }
                 Event::Mqtt(Ok(MqttEvent::Incoming(Incoming::Publish(publish)))) => {
@@ -393,6 +395,7 @@ impl BusDriver {
                 }
                 Event::Mqtt(Ok(_)) => {}
                 Event::Mqtt(Err(e)) => {
+                    metrics.broker_connected(false);
                     let _ = self.subscribed.send(false);
                     warn!(error = %e, retry_in_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "broker connection lost");
                     tokio::select! {

@@ -4,7 +4,7 @@
 //! dozen lines do not justify a metrics framework, and every name is visible here.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use swell_proto::topics::DeviceTopic;
 
@@ -85,6 +85,8 @@ pub struct Metrics {
     uploads_accepted: AtomicU64,
     uploads_refused: AtomicU64,
     artifact_requests: AtomicU64,
+    broker_connected: AtomicBool,
+    broker_connections: AtomicU64,
 }
 
 /// Gauges computed at scrape time.
@@ -144,6 +146,16 @@ impl Metrics {
     /// An artifact request served.
     pub fn artifact_request(&self) {
         bump(&self.artifact_requests);
+    }
+
+    /// The bus connected to the broker and subscribed (`true`), or lost the connection.
+    pub fn broker_connected(&self, connected: bool) {
+        self.broker_connected.store(connected, Ordering::Relaxed);
+    }
+
+    /// The broker accepted a connection of the bus.
+    pub fn broker_connection(&self) {
+        bump(&self.broker_connections);
     }
 
     /// The Prometheus text exposition.
@@ -253,6 +265,21 @@ impl Metrics {
             "counter",
             "Artifact download requests answered.",
             &[(String::new(), load(&self.artifact_requests))],
+        );
+        family(
+            "swell_broker_connected",
+            "gauge",
+            "1 while the controller is connected to the broker and subscribed to the devices.",
+            &[(
+                String::new(),
+                u64::from(self.broker_connected.load(Ordering::Relaxed)),
+            )],
+        );
+        family(
+            "swell_broker_connections_total",
+            "counter",
+            "Connections the broker accepted from the controller (more than 1: reconnects).",
+            &[(String::new(), load(&self.broker_connections))],
         );
         out
     }
