@@ -345,9 +345,15 @@ pub async fn run(
             }
         };
         match event {
-            Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 s.connected = true;
                 backoff.reset();
+                if !ack.session_present {
+                    // A new session (a broker restarted without persistence): rumqttc drops
+                    // every publish the old one had not acknowledged, so the one in flight
+                    // will never get its PUBACK. Send it again, or the queue stalls forever.
+                    s.in_flight = None;
+                }
                 let _ = s.client.subscribe(&command_topic, QoS::AtLeastOnce).await;
                 let topic = DeviceTopic::Presence.for_device(s.signer.device());
                 let online = s.online.clone();

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -58,19 +58,30 @@ fn free_port() -> u16 {
 
 /// A Mosquitto broker of the test's own, listening on 127.0.0.1 only. Persistence is on (in
 /// the test's directory) so that a broker restart keeps the sessions, as a production broker
-/// does; the broker runs as the test's user.
+/// does, unless the broker is [`Broker::volatile`]; the broker runs as the test's user.
 struct Broker {
     daemon: Option<Daemon>,
     port: u16,
     dir: PathBuf,
+    persistent: bool,
 }
 
 impl Broker {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, true)
+    }
+
+    /// A broker without persistence: a restart loses every session.
+    fn volatile(dir: &Path) -> Self {
+        Self::start_with(dir, false)
+    }
+
+    fn start_with(dir: &Path, persistent: bool) -> Self {
         let mut broker = Self {
             daemon: None,
             port: free_port(),
             dir: dir.to_path_buf(),
+            persistent,
         };
         broker.restart();
         broker
@@ -80,9 +91,10 @@ impl Broker {
     fn restart(&mut self) {
         let conf = self.dir.join("mosquitto.conf");
         let mut text = format!(
-            "listener {} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+            "listener {} 127.0.0.1\nallow_anonymous true\npersistence {}\n\
              persistence_location {}/\nlog_dest stderr\nlog_type error\nlog_type warning\n",
             self.port,
+            self.persistent,
             self.dir.display()
         );
         if is_root() {
@@ -192,6 +204,27 @@ impl Controller {
                 .unwrap_or_else(|_| panic!("no message on {want} within {LIMIT:?}"));
             if p.topic == want {
                 return p;
+            }
+        }
+    }
+
+    /// Waits until this client's subscription is in place on the broker: a probe it publishes
+    /// under the device's subtree comes back to it.
+    fn wait_subscribed(&self) {
+        let topic = format!("swell/v1/devices/{}/probe", common::DEVICE);
+        let deadline = Instant::now() + LIMIT;
+        loop {
+            self.client
+                .publish(topic.as_str(), QoS::AtMostOnce, false, b"probe".to_vec())
+                .unwrap();
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "not subscribed within {LIMIT:?}");
+            if let Ok(p) = self
+                .messages
+                .recv_timeout(left.min(Duration::from_millis(200)))
+                && p.topic == topic
+            {
+                return;
             }
         }
     }
@@ -438,6 +471,125 @@ fn reports_made_while_the_broker_is_down_arrive_later() {
         "{all:?}"
     );
     common::assert_increasing(&seqs(&all));
+    wait_for("the outbox to empty", LIMIT, || {
+        rig.device.journal().outbox.is_empty().then_some(())
+    });
+}
+
+/// A TCP relay between the agent and the broker that can hold back what the agent sends: a
+/// PUBLISH the agent sent while [`Relay::hold`] is set sits here, sent and never acknowledged,
+/// as one in flight when a broker dies does. Held bytes are lost with their connection.
+struct Relay {
+    port: u16,
+    hold: Arc<AtomicBool>,
+    held: Arc<AtomicU64>,
+}
+
+impl Relay {
+    fn start(upstream: u16) -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(AtomicU64::new(0));
+        let (h, b) = (Arc::clone(&hold), Arc::clone(&held));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                // Refused upstream: the client's socket closes as it is dropped.
+                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
+                    continue;
+                };
+                let (client2, server2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+                let (h, b) = (Arc::clone(&h), Arc::clone(&b));
+                std::thread::spawn(move || pump(client, server, Some((&h, &b))));
+                std::thread::spawn(move || pump(server2, client2, None));
+            }
+        });
+        Self { port, hold, held }
+    }
+
+    fn hold(&self, on: bool) {
+        self.hold.store(on, Ordering::SeqCst);
+    }
+
+    /// Bytes from the agent that waited in the relay so far.
+    fn held(&self) -> u64 {
+        self.held.load(Ordering::SeqCst)
+    }
+}
+
+/// Copies `from` to `to` until either ends; while the hold flag is set, what was read waits
+/// (and the counter counts it). Then shuts both down.
+fn pump(mut from: TcpStream, mut to: TcpStream, hold: Option<(&AtomicBool, &AtomicU64)>) {
+    use std::io::{Read as _, Write as _};
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        if let Some((flag, held)) = hold
+            && flag.load(Ordering::SeqCst)
+        {
+            held.fetch_add(n as u64, Ordering::SeqCst);
+            while flag.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(std::net::Shutdown::Both);
+    let _ = to.shutdown(std::net::Shutdown::Both);
+}
+
+/// (e) A report in flight (published, no PUBACK yet) when a broker without persistence goes
+/// down is sent again to the restarted broker. The new session has none of the old one's
+/// state and rumqttc drops what the old one had not acknowledged, so an agent that kept
+/// waiting for that PUBACK would never report again.
+#[test]
+fn a_report_in_flight_when_a_broker_loses_its_sessions_is_sent_again() {
+    if !enabled() {
+        return;
+    }
+    let scratch = tempfile::tempdir().unwrap().keep();
+    let broker = Broker::volatile(&scratch);
+    let relay = Relay::start(broker.port);
+    let controller = Controller::connect(broker.port, "test-controller");
+    let device = Device::new(Options {
+        mqtt: Some(format!("mqtt://127.0.0.1:{}", relay.port)),
+        ..Options::default()
+    });
+    let board = Daemon::start(device.agent(&["board"]), &device.path().join("board.log"));
+    let mut rig = Rig {
+        broker,
+        controller,
+        device,
+        board,
+    };
+    let (_, presence, _) = rig.controller.presence();
+    assert!(presence.online, "{presence:?}");
+
+    // A revert with nothing to revert to is refused: a report, and no reboot that would start
+    // a fresh agent. Its PUBLISH stays in the relay.
+    relay.hold(true);
+    rig.controller
+        .send(&common::command(1, "c-revert", Action::Revert));
+    // Its PUBLISH (hundreds of bytes; the command's PUBACK is 4, a PINGREQ 2) is in the relay.
+    wait_for("the refusal published into the relay", LIMIT, || {
+        (relay.held() > 200 && !rig.device.journal().outbox.is_empty()).then_some(())
+    });
+    rig.broker.stop();
+    rig.broker.restart();
+    rig.controller.wait_subscribed();
+    relay.hold(false);
+    let reports = rig.controller.reports_until(UpdateState::Failed);
+    let (_, refusal) = reports.last().unwrap();
+    assert_eq!(refusal.command.as_deref(), Some("c-revert"), "{reports:?}");
+    assert!(
+        refusal
+            .reason
+            .as_deref()
+            .is_some_and(|r| r.contains("command refused")),
+        "{refusal:?}"
+    );
     wait_for("the outbox to empty", LIMIT, || {
         rig.device.journal().outbox.is_empty().then_some(())
     });
