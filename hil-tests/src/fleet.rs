@@ -34,6 +34,13 @@ pub fn now() -> Timestamp {
     Timestamp::from_unix(i64::try_from(secs).unwrap_or(i64::MAX))
 }
 
+/// The current wall-clock time in Unix milliseconds, as the boards' consoles write it.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Runs `swellctl ARGS` through swellctl's library; its output.
 pub fn swellctl(args: &[&str]) -> Result<String> {
     let argv: Vec<&str> = std::iter::once("swellctl")
@@ -407,7 +414,7 @@ impl Fleet {
         token: &str,
         agent: &Path,
     ) -> Result<ProcessGroup> {
-        let bd = self.dir.join("devices").join(&d.id);
+        let bd = self.device_dir(&d.id);
         std::fs::create_dir_all(&bd)?;
         // The factory image: healthy, from no release.
         std::fs::write(bd.join("slot-a.img"), board::image("healthy", 4096, 1))?;
@@ -437,6 +444,27 @@ impl Fleet {
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(bd.join("board.log"))?);
         ProcessGroup::spawn(cmd).with_context(|| format!("starting the board of {}", d.id))
+    }
+
+    fn device_dir(&self, id: &str) -> PathBuf {
+        self.dir.join("devices").join(id)
+    }
+
+    /// The reboots into the other slot for good (a revert or a boot ROM's fallback, not an
+    /// install's trial) that the boards' consoles logged from `since_ms` (Unix milliseconds).
+    pub fn reboots_back(&self, since_ms: u64) -> Result<Vec<board::Reboot>> {
+        let mut out = Vec::new();
+        for d in &self.spec.devices {
+            let console = self.device_dir(&d.id).join("board");
+            let lines = board::read_console(&console)
+                .with_context(|| format!("reading the console log in {}", console.display()))?;
+            out.extend(
+                board::reboots(&lines)
+                    .into_iter()
+                    .filter(|r| r.at_ms >= since_ms && !r.trial && r.from != r.to),
+            );
+        }
+        Ok(out)
     }
 
     /// Builds an image with `behaviour` (`healthy`, `unhealthy`, `crash`), makes and signs

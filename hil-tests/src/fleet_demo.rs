@@ -13,7 +13,7 @@ use serde_json::Value;
 use swell_controller::client::rollout_view;
 use swell_proto::Timestamp;
 
-use crate::fleet::{DeviceSpec, Fleet, FleetSpec, now};
+use crate::fleet::{DeviceSpec, Fleet, FleetSpec, now, unix_ms};
 
 /// The zones, east to west, and where each one's local time stands when the demo starts.
 const ZONES: [&str; 4] = [
@@ -243,7 +243,14 @@ fn story(args: &FleetArgs, dir: &std::path::Path, agent: &std::path::Path) -> Re
          each device's own time, one device per site at a time. Any canary failure aborts and\n   \
          rolls back.\n"
     );
+    let bad_began_ms = unix_ms();
     let bad = run_rollout(&fleet, "demo-os", "1.1.0", "demo-os 1.1.0 (bad)")?;
+    let mut reboots: Vec<u64> = fleet
+        .reboots_back(bad_began_ms)?
+        .iter()
+        .map(|r| r.down_ms)
+        .collect();
+    reboots.sort_unstable();
     println!("\n5. Rolling out demo-os 1.1.1 with the same plan.\n");
     let good = run_rollout(&fleet, "demo-os", "1.1.1", "demo-os 1.1.1 (good)")?;
 
@@ -282,8 +289,18 @@ fn story(args: &FleetArgs, dir: &std::path::Path, agent: &std::path::Path) -> Re
     if let Some(ms) = bad.rollback_ms {
         println!(
             "  The bad release stopped at the canaries; from the first failing report to the last\n  \
-             canary back on its previous image took {} (the devices' own reboots included).",
+             canary back on its previous image took {}, the devices' own reboots included.",
             rollout_view::duration_ms(ms)
+        );
+    }
+    if let (Some(min), Some(max)) = (reboots.first(), reboots.last()) {
+        println!(
+            "  Apart from that: {} simulated reboots back into the previous slot, {}-{} each\n  \
+             (from the agent's exit to the old image's agent starting, in the boards' console\n  \
+             logs). A real device adds its own reboot time; the devices reboot in parallel.",
+            reboots.len(),
+            rollout_view::duration_ms(*min),
+            rollout_view::duration_ms(*max)
         );
     }
     if !ok {

@@ -71,6 +71,18 @@ fn fleet_demo_rolls_back_the_bad_release_and_completes_the_good_one() {
     assert!(stdout.contains("rollout.rolled_back"), "{stdout}");
     assert!(stdout.contains("rollout.completed"), "{stdout}");
     assert!(stdout.contains("1.1.1 on 16 devices"), "{stdout}");
+    // Each canary rebooted once back into its old slot, and the summary says how long.
+    let canaries = stdout
+        .split(" are in the canary cohort")
+        .next()
+        .and_then(|before| before.split_whitespace().last())
+        .unwrap_or_else(|| panic!("no canary count: {stdout}"));
+    assert!(
+        stdout.contains(&format!(
+            "{canaries} simulated reboots back into the previous slot"
+        )),
+        "{stdout}"
+    );
     assert!(
         !work.exists(),
         "the work directory is removed without --keep"
