@@ -30,7 +30,7 @@ use sha2::Sha256;
 use swell_agent::board;
 use swell_controller::client::commands::{self, TokenArgs};
 use swell_controller::client::{Client, Connection};
-use swell_hil::faults::FaultProxy;
+use swell_hil::faults::{ArtifactProxy, FaultProxy};
 use swell_hil::fleet::{self, ProcessGroup};
 use swell_proto::Timestamp;
 
@@ -632,6 +632,9 @@ pub struct Fleet {
     /// Each device's MQTT link through a fault proxy, by position in `devices` (empty unless
     /// started with [`Fleet::start_proxied`]).
     proxies: Vec<FaultProxy>,
+    /// The artifact server's fault proxy (only if started with
+    /// [`Fleet::start_with_artifact_proxy`]).
+    artifacts: Option<ArtifactProxy>,
     // Last: the processes above must be gone before their files are.
     dir: tempfile::TempDir,
 }
@@ -652,7 +655,7 @@ impl Fleet {
         options: FleetOptions,
         agent_extra: impl Fn(&Path) -> String,
     ) -> Fleet {
-        Fleet::start_inner(devices, options, false, agent_extra)
+        Fleet::start_inner(devices, options, false, None, agent_extra)
     }
 
     /// [`Fleet::start`], with each agent's MQTT connection through a [`FaultProxy`] of its
@@ -660,13 +663,24 @@ impl Fleet {
     /// constructor rather than a field of [`FleetOptions`], whose struct literals elsewhere
     /// would otherwise all have to change.
     pub fn start_proxied(devices: Vec<DeviceSpec>, options: FleetOptions) -> Fleet {
-        Fleet::start_inner(devices, options, true, |_| String::new())
+        Fleet::start_inner(devices, options, true, None, |_| String::new())
+    }
+
+    /// [`Fleet::start`], with the controller's `[http] public_url` (the base of the artifact
+    /// URLs in install commands) pointing at an [`ArtifactProxy`] in front of its API
+    /// ([`Fleet::artifacts`]), so a test can truncate or corrupt the devices' downloads.
+    pub fn start_with_artifact_proxy(devices: Vec<DeviceSpec>, options: FleetOptions) -> Fleet {
+        // Bound first: the controller reads public_url once, at start, and only then tells its
+        // own address, which becomes the proxy's upstream.
+        let proxy = ArtifactProxy::bind().unwrap();
+        Fleet::start_inner(devices, options, false, Some(proxy), |_| String::new())
     }
 
     fn start_inner(
         devices: Vec<DeviceSpec>,
         options: FleetOptions,
         proxied: bool,
+        artifacts: Option<ArtifactProxy>,
         agent_extra: impl Fn(&Path) -> String,
     ) -> Fleet {
         let dir = tempfile::tempdir().unwrap();
@@ -685,7 +699,7 @@ impl Fleet {
             let digest = swell_controller::service::auth::digest_of(ADMIN).to_hex();
             let text = format!(
                 "data_dir = \"{data}\"\n\
-                 [http]\nlisten = \"{http}\"\n\
+                 [http]\nlisten = \"{http}\"\n{public_url}\
                  [broker]\nmode = \"embedded\"\nlisten = \"{mqtt}\"\n\
                  [trust]\nroot = \"root.json\"\ncontroller_key = \"controller.pem\"\n\
                  [[api.token]]\nname = \"alice\"\nrole = \"admin\"\nsha256 = \"{digest}\"\n\
@@ -693,6 +707,9 @@ impl Fleet {
                  [rollouts]\ntick_ms = {tick}\n\
                  [[webhook]]\nname = \"test\"\nurl = \"{url}\"\nsecret_file = \"webhook.secret\"\n",
                 data = p("controller-data"),
+                public_url = artifacts
+                    .as_ref()
+                    .map_or_else(String::new, |a| format!("public_url = \"{}\"\n", a.url())),
                 start = clock.start,
                 speed = clock.speed,
                 anchor = clock.anchor,
@@ -705,6 +722,9 @@ impl Fleet {
         let controller = Controller::start(&config, &d.join("controller.log"));
         // A restart must come back on the same addresses: the agents know these.
         write_config(&controller.http.to_string(), &controller.mqtt.to_string());
+        if let Some(a) = &artifacts {
+            a.set_upstream(controller.http);
+        }
         let api = Api::new(controller.http);
         let client = Client::new(Connection {
             base: api.base().to_owned(),
@@ -751,6 +771,7 @@ impl Fleet {
             enrolled_in: Duration::ZERO,
             boards,
             proxies,
+            artifacts,
             dir,
         };
         fleet.wait_online(START_LIMIT);
@@ -784,6 +805,14 @@ impl Fleet {
     /// Device `id`'s MQTT fault proxy (the fleet must be [`Fleet::start_proxied`]).
     pub fn proxy(&self, id: &str) -> &FaultProxy {
         &self.proxies[self.index(id)]
+    }
+
+    /// The artifact server's fault proxy (the fleet must be
+    /// [`Fleet::start_with_artifact_proxy`]).
+    pub fn artifacts(&self) -> &ArtifactProxy {
+        self.artifacts
+            .as_ref()
+            .expect("the fleet was started without an artifact proxy")
     }
 
     fn index(&self, id: &str) -> usize {
